@@ -1,0 +1,312 @@
+"""The `mailgate` command (see CONTRACT.md). Builds the App and calls services; prints tables
+or JSON; exits non-zero with one clear line on standard error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlmodel import col, select
+
+from mailgate import config as config_mod
+from mailgate import logs
+from mailgate.errors import ConfigError, MailgateError, NotFound, Rejected, TempFailure
+
+EX_OK, EX_USAGE, EX_DATAERR, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 70, 75, 78
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        print("  ".join(_cell(r.get(c)).ljust(widths[c]) for c in columns).rstrip())
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _output(args: argparse.Namespace, data: Any, columns: Sequence[str] | None = None) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    elif isinstance(data, list) and columns:
+        _print_table(data, columns)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if key not in ("messages", "outbox", "collaborators", "headers"):
+                print(f"{key}: {value}")
+        for m in data.get("messages", []):
+            flag = " (internal)" if m.get("internal") else ""
+            print(f"\n--- #{m['id']} {m['role']} {m['author']} {m['created_at']}{flag}")
+            print(m["body_text"])
+            for a in m.get("attachments", []):
+                print(f"    [{a['filename']} {a['content_type']} {a['size']} bytes]")
+        if "headers" in data:
+            print("\n" + data["headers"])
+    else:
+        print(data)
+
+
+def _app(args: argparse.Namespace) -> Any:
+    from mailgate.app import build
+
+    app = build(config_mod.load(args.config))
+    return app
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mailgate.app import build, serve
+
+    app = build(config_mod.load(args.config))
+    asyncio.run(serve(app))
+    return EX_OK
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from mailgate.services.ingest import Envelope
+
+    app = _app(args)
+    raw = sys.stdin.buffer.read()
+    recipients = tuple(args.recipient or [app.config.support_address])
+    try:
+        app.db.upgrade()
+        app.ingestor.ingest(raw, Envelope(mail_from=args.sender, recipients=recipients,
+                                          channel="deliver"))
+    except Rejected as exc:
+        print(f"mailgate: refused: {exc.smtp_reply()}", file=sys.stderr)
+        return EX_DATAERR
+    except TempFailure as exc:
+        print(f"mailgate: temporary failure: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except Exception as exc:  # fault barrier: the MTA keeps the mail and retries
+        logs.error("deliver.crashed", exc_info=True)
+        print(f"mailgate: temporary failure: {type(exc).__name__}", file=sys.stderr)
+        return EX_TEMPFAIL
+    return EX_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    app = _app(args)
+    app.db.upgrade()
+    print(f"database at head: {_safe_url(app.db.url)}")
+    return EX_OK
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_ticket_list(args: argparse.Namespace) -> int:
+    from mailgate.services.tickets import list_tickets
+
+    app = _app(args)
+    with app.db.read() as session:
+        rows = list_tickets(session, args.status)
+    _output(args, rows, ("id", "status", "requester", "category", "subject", "updated_at"))
+    return EX_OK
+
+
+def cmd_ticket_show(args: argparse.Namespace) -> int:
+    from mailgate.services.tickets import show_ticket
+
+    app = _app(args)
+    with app.db.read() as session:
+        data = show_ticket(session, args.id)
+    if data is None:
+        raise NotFound(f"no ticket {args.id}")
+    _output(args, data)
+    return EX_OK
+
+
+def cmd_account_list(args: argparse.Namespace) -> int:
+    from mailgate.store.models import Account
+
+    app = _app(args)
+    with app.db.read() as session:
+        rows = [
+            {"id": a.id, "email": a.email, "name": a.name, "role": a.role,
+             "active": a.password_hash is not None, "locale": a.locale}
+            for a in session.exec(select(Account).order_by(col(Account.id)))
+        ]
+    _output(args, rows, ("id", "email", "name", "role", "active"))
+    return EX_OK
+
+
+def cmd_agent_add(args: argparse.Namespace) -> int:
+    from mailgate.config import ADDR_RE
+
+    if not ADDR_RE.match(args.email):
+        raise ConfigError(f"not an e-mail address: {args.email!r}")
+    app = _app(args)
+    with app.db.write() as session:
+        agent = app.accounts.add_agent(session, args.email, args.name)
+        print(f"agent {agent.id} {agent.email} ({agent.name})")
+    return EX_OK
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from mailgate.store.models import Outbox
+
+    app = _app(args)
+    with app.db.read() as session:
+        query = select(Outbox).order_by(col(Outbox.id).desc())
+        if args.status:
+            query = query.where(Outbox.status == args.status)
+        rows = [
+            {"id": o.id, "to": o.to_addr, "subject": o.subject, "kind": o.kind,
+             "status": o.status, "attempts": o.attempts, "ticket_id": o.ticket_id,
+             "last_error": o.last_error or None}
+            for o in session.exec(query)
+        ]
+    _output(args, rows, ("id", "status", "kind", "to", "attempts", "ticket_id", "subject"))
+    return EX_OK
+
+
+def cmd_outbox_send(args: argparse.Namespace) -> int:
+    app = _app(args)
+    n = app.sender.run_once()
+    print(f"attempted {n}")
+    return EX_OK
+
+
+def cmd_jobs_run(args: argparse.Namespace) -> int:
+    app = _app(args)
+    now = datetime.now(UTC)
+    if args.now:
+        try:
+            now = datetime.fromisoformat(args.now.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"--now: not an ISO 8601 time: {args.now!r}") from None
+        now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    report = app.jobs.run_all(now)
+    _output(args, {"now": now.isoformat(), "auto_resolved": report.auto_resolved,
+                   "closed": report.closed})
+    return EX_OK
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from mailgate.services.quarantine import QuarantineService
+
+    service = QuarantineService(_app(args).ingestor)
+    if args.action == "list":
+        _output(args, service.list(args.all), ("id", "received_at", "reason", "recipient", "size"))
+    elif args.action == "show":
+        _output(args, service.show(args.id))
+    elif args.action == "reprocess":
+        _output(args, service.reprocess(args.id))
+    elif args.action == "delete":
+        service.delete(args.id)
+        print(f"deleted {args.id}")
+    return EX_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.config)
+    print(f"ok   config {cfg.path}")
+    from mailgate.app import build
+
+    app = build(cfg)
+    failures = 0
+    checks = [("database", lambda: (app.db.ping(), _safe_url(app.db.url))[1]),
+              ("outbound", app.transport.check)]
+    for name, check in checks:
+        try:
+            print(f"ok   {name} {check()}")
+        except Exception as exc:
+            failures += 1
+            print(f"FAIL {name} {exc}")
+    return EX_OK if failures == 0 else EX_CONFIG
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailgate", description="An email-first helpdesk.")
+    p.add_argument("--config", help="config file (default: $MAILGATE_CONFIG or config/mailgate.toml)")
+    p.add_argument("--log-format", choices=("kv", "json"), default="kv")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Any, help: str, parent: Any = sub) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help)
+        sp.set_defaults(func=func)
+        sp.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return sp
+
+    add("serve", cmd_serve, "run listeners, sender, scheduler and portal")
+    d = add("deliver", cmd_deliver, "ingest one message from standard input")
+    d.add_argument("--recipient", action="append", help="envelope recipient (repeatable)")
+    d.add_argument("--sender", default=None, help="envelope sender (Postfix ${sender})")
+    db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    add("upgrade", cmd_db_upgrade, "create or migrate the schema", db)
+
+    ticket = sub.add_parser("ticket", help="tickets").add_subparsers(dest="sub", required=True)
+    tl = add("list", cmd_ticket_list, "list tickets, newest first", ticket)
+    tl.add_argument("--status", choices=("new", "open", "pending", "solved", "closed"))
+    tl.add_argument("--json", action="store_true")
+    ts = add("show", cmd_ticket_show, "one ticket with its messages", ticket)
+    ts.add_argument("id", type=int)
+    ts.add_argument("--json", action="store_true")
+
+    account = sub.add_parser("account", help="accounts").add_subparsers(dest="sub", required=True)
+    add("list", cmd_account_list, "list accounts", account).add_argument("--json", action="store_true")
+    agent = sub.add_parser("agent", help="agents").add_subparsers(dest="sub", required=True)
+    aa = add("add", cmd_agent_add, "make an agent", agent)
+    aa.add_argument("email")
+    aa.add_argument("--name", required=True)
+
+    outbox = sub.add_parser("outbox", help="outbound mail").add_subparsers(dest="sub", required=True)
+    ol = add("list", cmd_outbox_list, "outbound mail and its state", outbox)
+    ol.add_argument("--json", action="store_true")
+    ol.add_argument("--status", choices=("queued", "sent", "failed"))
+    add("send", cmd_outbox_send, "send what is due now, once", outbox)
+
+    jobs = sub.add_parser("jobs", help="scheduled jobs").add_subparsers(dest="sub", required=True)
+    jr = add("run", cmd_jobs_run, "run every job once", jobs)
+    jr.add_argument("--now", help="ISO 8601 time to run as")
+    jr.add_argument("--json", action="store_true")
+
+    q = sub.add_parser("quarantine", help="mail kept aside").add_subparsers(dest="action", required=True)
+    ql = add("list", cmd_quarantine, "held mail", q)
+    ql.add_argument("--json", action="store_true")
+    ql.add_argument("--all", action="store_true", help="include reprocessed mail")
+    for action in ("show", "reprocess", "delete"):
+        qa = add(action, cmd_quarantine, f"{action} one item", q)
+        qa.add_argument("id", type=int)
+        qa.add_argument("--json", action="store_true")
+    add("check-config", cmd_check_config, "validate config and reach every peer")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.setup(args.log_format)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"mailgate: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except NotFound as exc:
+        print(f"mailgate: {exc}", file=sys.stderr)
+        return 1
+    except TempFailure as exc:
+        print(f"mailgate: temporary failure: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except MailgateError as exc:
+        print(f"mailgate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Raw bytes -> InboundMail: the parsed, decoded view of one inbound message.
+
+mail-parser does the parse (headers, bodies, defects); attachment bytes are taken from the
+underlying `email` parts with `get_payload(decode=True)` so they are kept byte for byte
+(mail-parser re-encodes text attachments through their charset).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html as html_lib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+
+import mailparser
+import nh3
+
+# mail-parser logs every part type it does not render (e.g. "mixed") at WARNING.
+logging.getLogger("mailparser").setLevel(logging.ERROR)
+
+# Structural defects that mean we cannot tell body from attachments: quarantine.
+FATAL_DEFECTS = frozenset(
+    {"NoBoundaryInMultipartDefect", "StartBoundaryNotFoundDefect", "CloseBoundaryNotFoundDefect"}
+)
+_HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_MSGID = re.compile(r"<([^<>\s]+)>")
+
+
+class MailParseError(Exception):
+    """The bytes are not a usable mail: no header block, no sender, broken structure."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str  # for display only: never a path
+    content_type: str
+    payload: bytes
+    inline: bool
+
+
+@dataclass(frozen=True)
+class InboundMail:
+    message_id: str
+    message_id_synthesized: bool
+    subject: str
+    from_addr: str
+    from_name: str
+    reply_to: tuple[str, ...]
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    date: datetime | None
+    headers: tuple[tuple[str, str], ...]
+    text: str
+    html: str | None
+    attachments: tuple[Attachment, ...]
+    locale: str | None
+    defects: tuple[str, ...]
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((v for k, v in self.headers if k.lower() == wanted), None)
+
+
+def synthesize_message_id(raw: bytes) -> str:
+    """A stable id for a mail that has none: the same bytes always get the same id."""
+    return f"{hashlib.sha256(raw).hexdigest()[:32]}@mailgate.invalid"
+
+
+def decode_value(value: object) -> str:
+    """Decode RFC 2047 words; undecodable bytes become U+FFFD instead of raising."""
+    text = str(value)
+    try:
+        text = str(make_header(decode_header(text)))
+    except (ValueError, LookupError, UnicodeError, AssertionError):
+        pass
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+def _addresses(values: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for name, addr in getaddresses([decode_value(v) for v in values]):
+        addr = addr.strip().lower()
+        if "@" in addr and not any(c in addr for c in " \r\n<>"):
+            pairs.append((name.strip(), addr))
+    return pairs
+
+
+def message_ids(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(dict.fromkeys(_MSGID.findall(value)))
+
+
+def html_to_text(markup: str) -> str:
+    """Plain text of an HTML body, for mails that have no text/plain part."""
+    markup = re.sub(r"(?i)<br\s*/?>|</p\s*>|</div\s*>|</li\s*>|</tr\s*>|</h\d\s*>", "\n", markup)
+    text = html_lib.unescape(nh3.clean(markup, tags=set(), clean_content_tags={"style", "script"}))
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _locale(msg: Message) -> str | None:
+    for header in ("Content-Language", "Accept-Language"):
+        for part in msg.walk():
+            value = part.get(header)
+            if not value:
+                continue
+            for item in str(value).split(","):
+                lang = item.split(";")[0].strip().lower()[:2]
+                if lang in ("fr", "en"):
+                    return lang
+    return None
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _filename(part: Message) -> str:
+    try:
+        name = part.get_filename() or part.get_param("name") or ""
+    except (ValueError, LookupError, UnicodeError):
+        return ""
+    if isinstance(name, tuple):  # RFC 2231 value that collapse did not handle
+        name = name[2]
+    return decode_value(name).replace("\x00", "").strip()
+
+
+def _text_of(part: Message) -> str:
+    payload = part.get_payload(decode=True) or b""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+def _bodies_and_attachments(msg: Message) -> tuple[str, str | None, tuple[Attachment, ...]]:
+    texts: list[str] = []
+    htmls: list[str] = []
+    attachments: list[Attachment] = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type().lower()
+        disposition = (part.get_content_disposition() or "").lower()
+        filename = _filename(part)
+        is_body = (
+            ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename
+        )
+        if is_body:
+            (texts if ctype == "text/plain" else htmls).append(_text_of(part))
+            continue
+        if ctype == "message/rfc822" or part.get_content_maintype() == "multipart":
+            payload = part.as_bytes() if ctype == "message/rfc822" else b""
+        else:
+            payload = part.get_payload(decode=True) or b""
+        attachments.append(
+            Attachment(
+                filename=filename,
+                content_type=ctype,
+                payload=payload,
+                inline=disposition == "inline" or bool(part.get("Content-ID")),
+            )
+        )
+    html = "\n".join(htmls) if htmls else None
+    text = "\n\n".join(t.replace("\r\n", "\n").strip("\n") for t in texts) if texts else ""
+    if not text.strip() and html:
+        text = html_to_text(html)
+    return text.replace("\r\n", "\n"), html, tuple(attachments)
+
+
+def parse_mail(raw: bytes) -> InboundMail:
+    first_line = raw.lstrip(b"\r\n").split(b"\n", 1)[0]
+    if not _HEADER_LINE.match(first_line) and not first_line.startswith(b"From "):
+        raise MailParseError("no header block")
+    try:
+        parsed = mailparser.parse_from_bytes(raw)
+    except Exception as exc:  # mail-parser raises assorted types on garbage
+        raise MailParseError(f"unparseable: {type(exc).__name__}") from exc
+    msg: Message = parsed.message
+    defects = sorted(getattr(parsed, "defects_categories", set()) or set())
+    fatal = [d for d in defects if d in FATAL_DEFECTS]
+    if fatal:
+        raise MailParseError(f"broken MIME structure: {', '.join(fatal)}")
+    if not msg.keys():
+        raise MailParseError("no header fields")
+    senders = _addresses(msg.get_all("From", []))
+    if not senders:
+        raise MailParseError("no From address")
+    from_name, from_addr = senders[0]
+    raw_id = message_ids(msg.get("Message-ID"))
+    message_id = raw_id[0] if raw_id else ""
+    text, html, attachments = _bodies_and_attachments(msg)
+    headers = tuple((str(k), decode_value(v)) for k, v in msg.items())
+    return InboundMail(
+        message_id=message_id or synthesize_message_id(raw),
+        message_id_synthesized=not message_id,
+        subject=decode_value(msg.get("Subject", "")).strip(),
+        from_addr=from_addr,
+        from_name=from_name,
+        reply_to=tuple(a for _, a in _addresses(msg.get_all("Reply-To", []))),
+        to=tuple(a for _, a in _addresses(msg.get_all("To", []))),
+        cc=tuple(a for _, a in _addresses(msg.get_all("Cc", []))),
+        in_reply_to=message_ids(msg.get("In-Reply-To")),
+        references=message_ids(msg.get("References")),
+        date=_date(msg.get("Date")),
+        headers=headers,
+        text=text,
+        html=html,
+        attachments=attachments,
+        locale=_locale(msg),
+        defects=tuple(defects),
+    )

@@ -1,0 +1,96 @@
+"""Signed tokens, one namespace (salt) per purpose.
+
+- Reply tokens live in a mail address (support+TOKEN@domain), where some MTAs lowercase the
+  local part: they are `TICKET-ACCOUNT-MAC` in lowercase base32, with an HMAC-SHA256 over the
+  ticket and the account it was sent to, truncated to 120 bits. itsdangerous' base64 signatures
+  are case-sensitive, so this one signer uses the stdlib hmac directly; the key is derived from
+  the secret per purpose exactly as itsdangerous derives its keys. They do not expire: a
+  customer may answer a months-old mail (a closed ticket then gets a follow-up).
+- Links (activate, reset) use itsdangerous' URL-safe timed serializer with its own salt, an
+  expiry read from the injected clock, and the account's security stamp, so a link dies after
+  it is used or after any password change.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.timed import TimestampSigner
+
+REPLY_MAC_BYTES = 15  # 120 bits, 24 base32 characters
+_REPLY_RE = re.compile(r"^([1-9][0-9]{0,9})-([1-9][0-9]{0,9})-([a-z2-7]{24})$")
+
+ACTIVATE = "activate"
+RESET = "reset"
+LINK_MAX_AGE = {ACTIVATE: 72 * 3600, RESET: 3600}
+
+
+@dataclass(frozen=True)
+class ReplyToken:
+    ticket_id: int
+    account_id: int
+
+
+def _derive(secret: bytes, purpose: str) -> bytes:
+    return hashlib.sha256(b"mailgate." + purpose.encode() + b"signer" + secret).digest()
+
+
+def _reply_mac(secret: bytes, ticket_id: str, account_id: str) -> str:
+    key = _derive(secret, "reply")
+    mac = hmac.new(key, f"{ticket_id}:{account_id}".encode(), hashlib.sha256).digest()
+    return base64.b32encode(mac[:REPLY_MAC_BYTES]).decode().lower()
+
+
+def make_reply_token(secret: bytes, ticket_id: int, account_id: int) -> str:
+    return f"{ticket_id}-{account_id}-{_reply_mac(secret, str(ticket_id), str(account_id))}"
+
+
+def read_reply_token(secret: bytes, token: str) -> ReplyToken | None:
+    """The ticket and account a token was made for, or None if forged, altered or foreign."""
+    match = _REPLY_RE.match(token.lower())
+    if not match:
+        return None
+    ticket, account, mac = match.groups()
+    if not hmac.compare_digest(mac, _reply_mac(secret, ticket, account)):
+        return None
+    return ReplyToken(ticket_id=int(ticket), account_id=int(account))
+
+
+class _ClockSigner(TimestampSigner):
+    """itsdangerous' timestamp signer reading time from our clock (tests move it)."""
+
+    clock_now: Any = None
+
+    def get_timestamp(self) -> int:
+        return int(self.clock_now().timestamp())
+
+
+class LinkTokens:
+    """Signed, expiring tokens for links in mail (activation, password reset)."""
+
+    def __init__(self, secret: bytes, now: Any) -> None:
+        self._secret = secret
+        self._now = now
+
+    def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
+        signer = type("Signer", (_ClockSigner,), {"clock_now": staticmethod(self._now)})
+        return URLSafeTimedSerializer(self._secret, salt=f"mailgate.{purpose}", signer=signer)
+
+    def make(self, purpose: str, account_id: int, stamp: str) -> str:
+        return str(self._serializer(purpose).dumps({"a": account_id, "s": stamp}))
+
+    def read(self, purpose: str, token: str) -> tuple[int, str] | None:
+        """(account_id, stamp) if the token is genuine, for this purpose, and not expired."""
+        try:
+            data = self._serializer(purpose).loads(token, max_age=LINK_MAX_AGE[purpose])
+        except (SignatureExpired, BadSignature):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("a"), int):
+            return None
+        return data["a"], str(data.get("s", ""))

@@ -1,0 +1,61 @@
+"""One line per event, `event key=value ...` (or JSON), on stderr for journald."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+_LOGGER = logging.getLogger("mailgate")
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if text == "" or any(c in text for c in ' "=\n\r\t'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = getattr(record, "fields", {})
+        line = f"level={record.levelname.lower()} event={record.getMessage()}"
+        if fields:
+            line += " " + " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"level": record.levelname.lower(), "event": record.getMessage()}
+        doc.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            doc["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def setup(fmt: str = "kv", level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
+    _LOGGER.handlers[:] = [handler]
+    _LOGGER.setLevel(level)
+    _LOGGER.propagate = False
+
+
+def event(name: str, level: int = logging.INFO, exc_info: bool = False, /, **fields: Any) -> None:
+    _LOGGER.log(level, name, extra={"fields": fields}, exc_info=exc_info)
+
+
+def info(name: str, /, **fields: Any) -> None:
+    event(name, logging.INFO, False, **fields)
+
+
+def warning(name: str, /, **fields: Any) -> None:
+    event(name, logging.WARNING, False, **fields)
+
+
+def error(name: str, /, exc_info: bool = False, **fields: Any) -> None:
+    event(name, logging.ERROR, exc_info=exc_info, **fields)

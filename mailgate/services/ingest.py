@@ -1,0 +1,514 @@
+"""The one ingest path: SMTP, LMTP, IMAP, `deliver` and `import` all call Ingestor.ingest.
+
+parse -> raw bytes stored (content-addressed, fsync'd) -> ONE transaction: receipt under a
+unique dedupe key (a duplicate creates nothing) -> loop / bounce / automatic checks -> account
+-> ticket -> message and attachments -> status -> outbound rows -> commit. Only then does the
+caller say 250. Several waiting messages share one commit (GroupCommitter), each inside its
+own SAVEPOINT so one failing message never takes its neighbours down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from mailgate import logs
+from mailgate.clock import Clock
+from mailgate.core import loops
+from mailgate.core.addresses import AddressBook, Recipient
+from mailgate.core.bounces import Bounce, parse_dsn
+from mailgate.core.mail import InboundMail, MailParseError, parse_mail
+from mailgate.core.match import Candidate, choose, subject_ticket_ids
+from mailgate.core.tokens import read_reply_token
+from mailgate.errors import Rejected, TempFailure, TooLarge
+from mailgate.services.tickets import Conversations, Incoming, NewAttachment
+from mailgate.store.blobs import BlobStore
+from mailgate.store.db import Database
+from mailgate.store.models import (
+    Account,
+    Collaborator,
+    Message,
+    Outbox,
+    Quarantine,
+    Receipt,
+    Suppression,
+    Ticket,
+)
+
+T = TypeVar("T")
+SUPPRESS_DAYS = 60
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str | None  # "" is the null sender <>; None when unknown (IMAP, import)
+    recipients: tuple[str, ...]
+    channel: str = "smtp"
+    peer: str = ""
+    send_mail: bool = True  # `mailgate import` loads history without mailing anyone
+
+
+@dataclass(frozen=True)
+class Delivery:
+    recipient: str
+    outcome: str  # ticketed | duplicate | automatic | loop | bounce | quarantined
+    ticket_id: int | None = None
+    message_id: str = ""
+
+
+class GroupCommitter:
+    """One writer thread: runs waiting jobs in one transaction, a SAVEPOINT each (group commit).
+
+    With SQLite there is one writer at a time anyway; letting it commit several messages per
+    fsync is what keeps `synchronous=FULL` fast under concurrent deliveries.
+    """
+
+    def __init__(self, db: Database, max_batch: int = 64) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: queue.Queue[tuple[Callable[[Session], Any], Future[Any]] | None] = (
+            queue.Queue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish every queued job, then stop."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def run(self, job: Callable[[Session], T]) -> T:
+        if self._thread is None:
+            with self.db.write() as session:
+                return job(session)
+        future: Future[T] = Future()
+        self._queue.put((job, future))
+        return future.result()
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            with self.db.write() as session:
+                for job, future in batch:
+                    try:
+                        with session.begin_nested():
+                            results.append((future, job(session), None))
+                    except Exception as exc:  # this job only: its savepoint is rolled back
+                        results.append((future, None, exc))
+        except Exception as exc:  # the commit itself failed: nobody's work is durable
+            failure = exc if isinstance(exc, TempFailure) else TempFailure(f"commit failed: {exc}")
+            for _job, future in batch:
+                future.set_exception(failure)
+            return
+        for future, value, error in results:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+
+def dedupe_key(message_id: str, recipient: str) -> str:
+    return "m:" + hashlib.sha256(f"{message_id}\n{recipient}".encode()).hexdigest()
+
+
+def count_received(raw: bytes) -> int:
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    return sum(1 for line in head.splitlines() if line[:9].lower() == b"received:")
+
+
+def strip_internal_headers(mail: InboundMail) -> InboundMail:
+    """Nothing about agents or kinds is trusted from headers a sender can write."""
+    kept = tuple((k, v) for k, v in mail.headers if not k.lower().startswith("x-mailgate-"))
+    return replace(mail, headers=kept) if len(kept) != len(mail.headers) else mail
+
+
+class Ingestor:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        blobs: BlobStore,
+        conversations: Conversations,
+        addresses: AddressBook,
+        secret: bytes,
+        hostname: str,
+        clock: Clock,
+        max_message_bytes: int,
+        max_received_headers: int = 50,
+        committer: GroupCommitter | None = None,
+    ) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.conversations = conversations
+        self.addresses = addresses
+        self.secret = secret
+        self.hostname = hostname
+        self.clock = clock
+        self.max_message_bytes = max_message_bytes
+        self.max_received_headers = max_received_headers
+        self.committer = committer or GroupCommitter(db)
+
+    # -- entry point -------------------------------------------------------------------
+
+    def check_recipient(self, address: str) -> Recipient:
+        recipient = self.addresses.resolve(address)
+        if recipient is None:
+            raise Rejected("mailbox unavailable", code=550, status="5.1.1")
+        return recipient
+
+    def ingest(self, raw: bytes, envelope: Envelope) -> list[Delivery]:
+        """Store and process one message; returns once everything is committed.
+
+        Raises Rejected (refuse for good), TempFailure (try again later)."""
+        if len(raw) > self.max_message_bytes:
+            raise TooLarge("message too big")
+        if count_received(raw) >= self.max_received_headers:
+            raise Rejected("too many hops, mail loop?", code=554, status="5.4.6")
+        recipients = [self.check_recipient(r) for r in envelope.recipients] or [
+            self.check_recipient(self.addresses.support)
+        ]
+        sha = self.blobs.put(raw)
+        try:
+            mail: InboundMail | None = strip_internal_headers(parse_mail(raw))
+            problem = ""
+        except MailParseError as exc:
+            mail, problem = None, str(exc)
+
+        def job(session: Session) -> list[Delivery]:
+            return [self._one(session, raw, sha, mail, problem, r, envelope) for r in recipients]
+
+        deliveries = self.committer.run(job)
+        for d in deliveries:
+            logs.info(
+                "ingest.accepted",
+                channel=envelope.channel,
+                peer=envelope.peer,
+                message_id=d.message_id,
+                recipient=d.recipient,
+                outcome=d.outcome,
+                ticket=d.ticket_id,
+            )
+        return deliveries
+
+    # -- one recipient, inside the transaction ------------------------------------------
+
+    def _one(
+        self,
+        session: Session,
+        raw: bytes,
+        sha: str,
+        mail: InboundMail | None,
+        problem: str,
+        rcpt: Recipient,
+        envelope: Envelope,
+    ) -> Delivery:
+        message_id = mail.message_id if mail else f"{sha[:32]}@mailgate.invalid"
+        key = dedupe_key(message_id, rcpt.address)
+        if session.exec(select(Receipt.id).where(Receipt.dedupe_key == key)).first() is not None:
+            return Delivery(rcpt.address, "duplicate", None, message_id)
+        receipt = Receipt(
+            dedupe_key=key,
+            message_id=message_id[:998],
+            recipient=rcpt.address,
+            envelope_from=(envelope.mail_from or "")[:320],
+            channel=envelope.channel,
+            raw_sha256=sha,
+            outcome="pending",
+            received_at=self.clock.now(),
+        )
+        try:
+            with session.begin_nested():
+                session.add(receipt)
+                session.flush()
+        except IntegrityError:  # another instance stored it a moment ago
+            return Delivery(rcpt.address, "duplicate", None, message_id)
+        outcome, ticket_id = self._decide(session, raw, sha, mail, problem, rcpt, envelope)
+        receipt.outcome = outcome
+        receipt.ticket_id = ticket_id
+        session.add(receipt)
+        return Delivery(rcpt.address, outcome, ticket_id, message_id)
+
+    def quarantine(
+        self,
+        session: Session,
+        sha: str,
+        size: int,
+        reason: str,
+        rcpt: str,
+        envelope: Envelope,
+        message_id: str = "",
+    ) -> int:
+        row = Quarantine(
+            raw_sha256=sha,
+            size=size,
+            reason=reason[:2000],
+            channel=envelope.channel,
+            recipient=rcpt,
+            envelope_from=(envelope.mail_from or "")[:320],
+            message_id=message_id[:998],
+            received_at=self.clock.now(),
+        )
+        session.add(row)
+        session.flush()
+        logs.warning("ingest.quarantined", quarantine=row.id, reason=reason, message_id=message_id)
+        return row.id or 0
+
+    def _decide(
+        self,
+        session: Session,
+        raw: bytes,
+        sha: str,
+        mail: InboundMail | None,
+        problem: str,
+        rcpt: Recipient,
+        envelope: Envelope,
+    ) -> tuple[str, int | None]:
+        if mail is None:
+            self.quarantine(session, sha, len(raw), problem, rcpt.address, envelope)
+            return "quarantined", None
+        if loops.is_our_loop(mail.headers, self.hostname):
+            logs.warning("ingest.loop", message_id=mail.message_id, sender=mail.from_addr)
+            return "loop", None
+        bounce = parse_dsn(raw)
+        if bounce is not None:
+            self._bounce(session, bounce)
+            return "bounce", None
+        automatic = loops.classify(mail.headers, envelope.mail_from, mail.from_addr, mail.subject)
+        incoming = self._incoming(mail, sha, envelope.channel, automatic is not None)
+        sender = self.conversations.accounts.find(session, mail.from_addr)
+        candidate = self._match(session, mail, rcpt, sender)
+        if candidate is None:
+            if automatic is not None:
+                self.quarantine(
+                    session,
+                    sha,
+                    len(raw),
+                    f"automatic mail ({automatic.reason}) matching no ticket",
+                    rcpt.address,
+                    envelope,
+                    mail.message_id,
+                )
+                return "quarantined", None
+            ticket, _ = self.conversations.open_ticket(
+                session, incoming, category=rcpt.category, send_mail=envelope.send_mail
+            )
+            return "ticketed", ticket.id
+        ticket = session.get(Ticket, candidate.ticket_id)
+        assert ticket is not None and sender is not None  # _match only returns real ones
+        if session.exec(
+            select(Message.id).where(
+                Message.ticket_id == ticket.id, Message.message_id == mail.message_id
+            )
+        ).first():
+            return "duplicate", ticket.id
+        if sender.role == "agent" and sender.id != ticket.requester_id:
+            if candidate.via == "token" and automatic is None:
+                self.conversations.agent_mail(
+                    session,
+                    ticket,
+                    sender,
+                    incoming,
+                    matched_by=candidate.via,
+                    send_mail=envelope.send_mail,
+                )
+            else:
+                self.conversations.unverified_agent_mail(
+                    session, ticket, sender, incoming, candidate.via
+                )
+            return ("automatic" if automatic else "ticketed"), ticket.id
+        ticket, _ = self.conversations.customer_reply(
+            session,
+            ticket,
+            sender,
+            incoming,
+            matched_by=candidate.via,
+            send_mail=envelope.send_mail,
+        )
+        return ("automatic" if automatic else "ticketed"), ticket.id
+
+    def decide_reprocessed(
+        self, session: Session, raw: bytes, sha: str, mail: InboundMail, rcpt: Recipient,
+        envelope: Envelope,
+    ) -> tuple[str, int | None]:
+        """Quarantined mail an operator released: ticket it even if it looks automatic."""
+        incoming = self._incoming(mail, sha, envelope.channel, False)
+        sender = self.conversations.accounts.find(session, mail.from_addr)
+        candidate = self._match(session, mail, rcpt, sender)
+        if candidate is None or sender is None:
+            ticket, _ = self.conversations.open_ticket(session, incoming, category=rcpt.category)
+            return "ticketed", ticket.id
+        ticket = session.get(Ticket, candidate.ticket_id)
+        assert ticket is not None
+        ticket, _ = self.conversations.customer_reply(
+            session, ticket, sender, incoming, matched_by=candidate.via
+        )
+        return "ticketed", ticket.id
+
+    def _incoming(self, mail: InboundMail, sha: str, channel: str, automatic: bool) -> Incoming:
+        return Incoming(
+            message_id=mail.message_id,
+            subject=mail.subject,
+            text=mail.text,
+            html=mail.html,
+            from_addr=mail.from_addr,
+            from_name=mail.from_name,
+            in_reply_to=mail.in_reply_to,
+            references=mail.references,
+            cc=tuple(a for a in mail.cc + mail.to if a != mail.from_addr),
+            attachments=tuple(
+                NewAttachment(a.filename, a.content_type, a.payload) for a in mail.attachments
+            ),
+            locale=mail.locale,
+            raw_sha256=sha,
+            channel=channel,
+            automatic=automatic,
+        )
+
+    # -- threading ------------------------------------------------------------------------
+
+    def _sender_allowed(self, session: Session, ticket: Ticket, sender: Account | None) -> bool:
+        if sender is None:
+            return False
+        if sender.id == ticket.requester_id or sender.role == "agent":
+            return True
+        return (
+            session.exec(
+                select(Collaborator.id).where(
+                    Collaborator.ticket_id == ticket.id,
+                    Collaborator.email == sender.email,
+                    Collaborator.status == "accepted",
+                )
+            ).first()
+            is not None
+        )
+
+    def _tickets_for_ids(self, session: Session, ids: tuple[str, ...]) -> list[int]:
+        if not ids:
+            return []
+        found = list(
+            session.exec(select(Message.ticket_id).where(col(Message.message_id).in_(ids)))
+        )
+        found += [
+            t
+            for t in session.exec(select(Outbox.ticket_id).where(col(Outbox.message_id).in_(ids)))
+            if t
+        ]
+        return list(dict.fromkeys(found))
+
+    def _match(
+        self, session: Session, mail: InboundMail, rcpt: Recipient, sender: Account | None
+    ) -> Candidate | None:
+        candidates: list[Candidate] = []
+
+        def add(ticket_id: int, via: str) -> None:
+            ticket = session.get(Ticket, ticket_id)
+            if ticket is not None:
+                candidates.append(
+                    Candidate(ticket_id, via, self._sender_allowed(session, ticket, sender))
+                )
+
+        if rcpt.detail:
+            token = read_reply_token(self.secret, rcpt.detail)
+            # A token is bound to the person it was sent to: anyone else holding it is treated
+            # like a stranger (it may have been forwarded, or leaked).
+            if token is not None and sender is not None and sender.id == token.account_id:
+                add(token.ticket_id, "token")
+            elif rcpt.detail:
+                logs.warning(
+                    "ingest.foreign_token", message_id=mail.message_id, sender=mail.from_addr
+                )
+        for tid in self._tickets_for_ids(session, mail.in_reply_to):
+            add(tid, "in-reply-to")
+        for tid in self._tickets_for_ids(session, mail.references):
+            add(tid, "references")
+        for tid in subject_ticket_ids(mail.subject):
+            add(tid, "subject")
+        chosen = choose(candidates)
+        if chosen is None and candidates:
+            logs.warning(
+                "ingest.thread_refused",
+                message_id=mail.message_id,
+                sender=mail.from_addr,
+                tickets=",".join(str(c.ticket_id) for c in candidates),
+            )
+        return chosen
+
+    # -- bounces --------------------------------------------------------------------------
+
+    def _bounce(self, session: Session, bounce: Bounce) -> None:
+        row = None
+        if bounce.original_message_id:
+            row = session.exec(
+                select(Outbox).where(Outbox.message_id == bounce.original_message_id)
+            ).first()
+        for r in bounce.recipients:
+            if not r.permanent:
+                logs.info("bounce.temporary", to=r.address, status=r.status)
+                continue
+            logs.warning("bounce.permanent", to=r.address, status=r.status)
+            until = self.clock.now() + timedelta(days=SUPPRESS_DAYS)
+            existing = session.get(Suppression, r.address)
+            reason = f"{r.status} {r.diagnostic}".strip()
+            if existing is None:
+                session.add(Suppression(email=r.address, reason=reason, until=until))
+            else:
+                existing.until, existing.reason = until, reason
+                session.add(existing)
+            if row is not None and row.to_addr == r.address:
+                row.status, row.last_error = "failed", f"bounced: {reason}"[:1000]
+                session.add(row)
+                if row.ticket_id:
+                    self._bounce_note(session, row.ticket_id, r.address, reason, row.kind)
+
+    def _bounce_note(self, session: Session, ticket_id: int, address: str, reason: str, kind: str):
+        ticket = session.get(Ticket, ticket_id)
+        if ticket is None:
+            return
+        now = self.clock.now()
+        note = Message(
+            ticket_id=ticket_id,
+            role="system",
+            internal=True,
+            body_text=f"Your reply did not reach {address}: {reason}",
+            message_id=f"bounce.{ticket_id}.{now.timestamp()}@{self.hostname}",
+            matched_by="bounce",
+            channel="system",
+            created_at=now,
+        )
+        session.add(note)
+        if kind == "agent_reply":
+            ticket.auto_resolve_paused = True  # do not "solve" a ticket the customer never saw
+        ticket.updated_at = now
+        session.add(ticket)

@@ -1,0 +1,84 @@
+"""Scheduled jobs. Each one queries by time, so it is idempotent and catches up after downtime
+(it never counts on having run every minute)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import col, select
+
+from mailgate import logs
+from mailgate.clock import as_utc
+from mailgate.core import lifecycle
+from mailgate.services.tickets import Conversations
+from mailgate.store.db import Database
+from mailgate.store.models import RateEvent, Ticket
+
+
+@dataclass(frozen=True)
+class JobReport:
+    auto_resolved: int
+    closed: int
+    rate_events_pruned: int
+
+
+class Jobs:
+    def __init__(
+        self, db: Database, conversations: Conversations, auto_resolve_days: int, close_days: int
+    ) -> None:
+        self.db = db
+        self.conversations = conversations
+        self.auto_resolve_days = auto_resolve_days
+        self.close_days = close_days
+
+    def auto_resolve(self, now: datetime) -> int:
+        cutoff = now - timedelta(days=self.auto_resolve_days)
+        done = 0
+        with self.db.write() as session:
+            due = session.exec(
+                select(Ticket).where(
+                    Ticket.status == "pending",
+                    col(Ticket.pending_since) <= cutoff,
+                    col(Ticket.auto_resolve_paused).is_(False),
+                )
+            ).all()
+            for ticket in due:
+                pending = as_utc(ticket.pending_since) if ticket.pending_since else None
+                if lifecycle.due_for_auto_resolve(
+                    ticket.status, pending, ticket.auto_resolve_paused, now, self.auto_resolve_days
+                ):
+                    self.conversations.auto_resolve(session, ticket, self.auto_resolve_days)
+                    logs.info("job.auto_resolved", ticket=ticket.id)
+                    done += 1
+        return done
+
+    def close_solved(self, now: datetime) -> int:
+        cutoff = now - timedelta(days=self.close_days)
+        done = 0
+        with self.db.write() as session:
+            due = session.exec(
+                select(Ticket).where(Ticket.status == "solved", col(Ticket.solved_at) <= cutoff)
+            ).all()
+            for ticket in due:
+                self.conversations.set_status(session, ticket, "closed", None)
+                logs.info("job.closed", ticket=ticket.id)
+                done += 1
+        return done
+
+    def prune_rate_events(self, now: datetime) -> int:
+        with self.db.write() as session:
+            old = session.exec(
+                select(RateEvent).where(RateEvent.created_at < now - timedelta(days=2))
+            )
+            rows = list(old)
+            for row in rows:
+                session.delete(row)
+        return len(rows)
+
+    def run_all(self, now: datetime) -> JobReport:
+        return JobReport(
+            auto_resolved=self.auto_resolve(now),
+            closed=self.close_solved(now),
+            rate_events_pruned=self.prune_rate_events(now),
+        )

@@ -1,0 +1,112 @@
+"""Engines, transactions and schema upgrades.
+
+SQLite: WAL, synchronous=FULL (a 250 must survive a power cut), a busy timeout, foreign keys,
+and `BEGIN IMMEDIATE` for writes so two writers queue on the lock instead of failing halfway.
+PostgreSQL (postgresql+psycopg://) gets ordinary transactions; rows are claimed with
+`FOR UPDATE SKIP LOCKED` where several instances share work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
+
+from mailgate.errors import TempFailure
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _sqlite_engine(url: str, *, writer: bool, busy_timeout_ms: int) -> Engine:
+    path = url.removeprefix("sqlite:///")
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+        pool_size=1 if writer else 5,
+        max_overflow=0 if writer else 10,
+        pool_timeout=busy_timeout_ms / 1000,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The one place that owns engines. `write()` and `read()` are transactions."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 5000) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.write_engine = _sqlite_engine(url, writer=True, busy_timeout_ms=busy_timeout_ms)
+            self.read_engine = _sqlite_engine(url, writer=False, busy_timeout_ms=busy_timeout_ms)
+        else:
+            self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10)
+            self.read_engine = self.write_engine
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction; database faults surface as TempFailure (answer 451)."""
+        try:
+            with Session(self.write_engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except (OperationalError, DBAPIError) as exc:
+            if _is_integrity(exc):
+                raise
+            raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        try:
+            with Session(self.read_engine, expire_on_commit=False) as session:
+                yield session
+        except (OperationalError, DBAPIError) as exc:
+            if _is_integrity(exc):
+                raise
+            raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
+
+    def upgrade(self) -> None:
+        """Create or migrate the schema to the newest Alembic revision."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.write_engine.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+
+    def ping(self) -> None:
+        with self.read() as session:
+            session.connection().exec_driver_sql("SELECT 1")
+
+    def dispose(self) -> None:
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+
+def _is_integrity(exc: DBAPIError) -> bool:
+    from sqlalchemy.exc import IntegrityError
+
+    return isinstance(exc, IntegrityError)

@@ -1,0 +1,185 @@
+"""The schema. Every timestamp is UTC; SQLite hands them back naive (see clock.as_utc)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, DateTime, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _ts(index: bool = False, nullable: bool = False) -> Column:  # type: ignore[type-arg]
+    return Column(DateTime(timezone=True), index=index, nullable=nullable)
+
+
+class Account(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(index=True, unique=True, max_length=320)
+    name: str = Field(default="", max_length=200)
+    role: str = Field(default="customer", max_length=16)  # customer | agent
+    password_hash: str | None = Field(default=None, max_length=200)
+    # Rotated on every password change: signed links that carry the old stamp stop working.
+    security_stamp: str = Field(default="", max_length=64)
+    locale: str = Field(default="fr", max_length=8)
+    created_at: datetime = Field(sa_column=_ts())
+    activated_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class Ticket(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
+    status: str = Field(default="new", index=True, max_length=16)
+    requester_id: int = Field(foreign_key="account.id", index=True)
+    assignee_id: int | None = Field(default=None, foreign_key="account.id")
+    category: str | None = Field(default=None, max_length=100)
+    locale: str = Field(default="fr", max_length=8)
+    channel: str = Field(default="smtp", max_length=16)
+    created_at: datetime = Field(sa_column=_ts(index=True))
+    updated_at: datetime = Field(sa_column=_ts())
+    last_exchange_at: datetime = Field(sa_column=_ts())
+    pending_since: datetime | None = Field(default=None, sa_column=_ts(index=True, nullable=True))
+    solved_at: datetime | None = Field(default=None, sa_column=_ts(index=True, nullable=True))
+    closed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    follow_up_of_id: int | None = Field(default=None, foreign_key="ticket.id")
+    # Set when the last reply to the customer bounced: the auto-resolve clock stops.
+    auto_resolve_paused: bool = Field(default=False)
+    customer_deleted_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    customer_ref: str | None = Field(default=None, max_length=64)
+    problem: str | None = Field(default=None, max_length=100)
+    broadcaster: str | None = Field(default=None, max_length=100)
+
+
+class Message(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    author_id: int | None = Field(default=None, foreign_key="account.id")
+    role: str = Field(default="customer", max_length=16)  # customer | agent | system
+    internal: bool = Field(default=False)
+    automatic: bool = Field(default=False)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
+    body_text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    full_text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    body_html: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    message_id: str = Field(index=True, max_length=998)
+    in_reply_to: str = Field(default="", sa_column=Column(Text, nullable=False))
+    references: str = Field(default="", sa_column=Column(Text, nullable=False))
+    raw_sha256: str | None = Field(default=None, max_length=64)
+    matched_by: str = Field(default="new", max_length=32)
+    channel: str = Field(default="smtp", max_length=16)
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class Attachment(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    filename: str = Field(default="", max_length=255)
+    content_type: str = Field(default="application/octet-stream", max_length=255)
+    size: int = 0
+    sha256: str = Field(max_length=64)
+
+
+class Receipt(SQLModel, table=True):
+    """One row per accepted delivery; the unique dedupe key makes MTA retries harmless."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(unique=True, max_length=128)
+    message_id: str = Field(max_length=998)
+    recipient: str = Field(default="", max_length=320)
+    envelope_from: str = Field(default="", max_length=320)
+    channel: str = Field(default="smtp", max_length=16)
+    raw_sha256: str = Field(max_length=64)
+    outcome: str = Field(max_length=32)  # ticketed | automatic | loop | quarantined | bounce
+    ticket_id: int | None = Field(default=None, index=True)
+    received_at: datetime = Field(sa_column=_ts())
+
+
+class Quarantine(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    raw_sha256: str = Field(max_length=64)
+    size: int = 0
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    channel: str = Field(default="smtp", max_length=16)
+    recipient: str = Field(default="", max_length=320)
+    envelope_from: str = Field(default="", max_length=320)
+    message_id: str = Field(default="", max_length=998)
+    status: str = Field(default="held", index=True, max_length=16)  # held | reprocessed
+    received_at: datetime = Field(sa_column=_ts())
+
+
+class IngestFailure(SQLModel, table=True):
+    """Crash counter per raw message: after a few crashes it is quarantined, not retried."""
+
+    raw_sha256: str = Field(primary_key=True, max_length=64)
+    attempts: int = 0
+    last_error: str = Field(default="", sa_column=Column(Text, nullable=False))
+    updated_at: datetime = Field(sa_column=_ts())
+
+
+class Outbox(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    to_addr: str = Field(index=True, max_length=320)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    message_id: str = Field(index=True, max_length=998)
+    envelope_from: str = Field(default="", max_length=320)
+    # The exact bytes fixed at enqueue time: a retry resends them, Message-ID included.
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    automatic: bool = Field(default=True)
+    status: str = Field(default="queued", index=True, max_length=16)  # queued | sent | failed
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=_ts(index=True))
+    claimed_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    last_error: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=_ts(index=True))
+    sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class Collaborator(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("ticket_id", "email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    email: str = Field(max_length=320)
+    status: str = Field(default="pending", max_length=16)  # pending | accepted
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class Suppression(SQLModel, table=True):
+    """No automatic mail to this address until `until` (a hard bounce, say)."""
+
+    email: str = Field(primary_key=True, max_length=320)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False))
+    until: datetime = Field(sa_column=_ts())
+
+
+class TicketEvent(SQLModel, table=True):
+    """Audit trail: status changes, assignments, deletions by the customer."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    actor_id: int | None = Field(default=None)
+    kind: str = Field(max_length=32)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class WebSession(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)  # sha256 of the cookie value
+    account_id: int = Field(foreign_key="account.id", index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts())
+
+
+class RateEvent(SQLModel, table=True):
+    """Rate limits kept in the database so they survive restarts and span instances."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True, max_length=400)
+    created_at: datetime = Field(sa_column=_ts(index=True))
+
+
+class ImapCursor(SQLModel, table=True):
+    mailbox: str = Field(primary_key=True, max_length=400)  # user@host:port/folder
+    uidvalidity: int = 0
+    last_uid: int = 0
