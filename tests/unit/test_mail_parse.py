@@ -39,6 +39,7 @@ VALID_SAMPLES = (
     "path_traversal_name.eml",
     "accept_language_en.eml",
     "html_only.eml",
+    "forwarded_rfc822.eml",
 )
 INVALID_SAMPLES = ("broken_mime.eml", "garbage.eml")
 
@@ -229,7 +230,10 @@ def _check_docx(data: bytes) -> None:
 @pytest.mark.parametrize("name", sorted(expected()))
 def test_expected_payloads_are_real_files_and_match_the_eml(name: str) -> None:
     eml = raw(name).replace(b"\r\n", b"\n")
-    for att in expected()[name]["attachments"]:
+    entry = expected()[name]
+    for att in (*entry["attachments"], *entry.get("inner_attachments", ())):
+        if att["payload_b64"] is None:  # message/rfc822: compared structurally, not by bytes
+            continue
         payload = base64.b64decode(att["payload_b64"], validate=True)
         assert len(payload) == att["size"]
         assert hashlib.sha256(payload).hexdigest() == att["sha256"]
@@ -285,6 +289,12 @@ def test_valid_samples_parse_to_well_typed_frozen_mail(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", VALID_SAMPLES)
+def test_text_line_endings_are_normalised(name: str) -> None:
+    # CRLF on the wire must not leave stray carriage returns (e.g. a trailing "\r")
+    assert "\r" not in parsed(name).text
+
+
+@pytest.mark.parametrize("name", VALID_SAMPLES)
 def test_parsing_is_deterministic(name: str) -> None:
     assert parse_mail(raw(name)) == parse_mail(raw(name))
 
@@ -295,11 +305,20 @@ def test_attachments_are_decoded_byte_for_byte(name: str) -> None:
     want = expected()[name]["attachments"]
     assert len(mail.attachments) == len(want), [a.filename for a in mail.attachments]
     for att in want:
-        original = base64.b64decode(att["payload_b64"])
-        matches = [a for a in mail.attachments if a.payload == original]
-        assert len(matches) == 1, f"{name}: no attachment matching {att['filename']!r}"
-        got = matches[0]
-        assert hashlib.sha256(got.payload).hexdigest() == att["sha256"]
+        if att["payload_b64"] is None:
+            matches = [
+                a
+                for a in mail.attachments
+                if (a.filename, a.content_type) == (att["filename"], att["content_type"])
+            ]
+            assert len(matches) == 1, f"{name}: no attachment {att['filename']!r}"
+            got = matches[0]
+        else:
+            original = base64.b64decode(att["payload_b64"])
+            matches = [a for a in mail.attachments if a.payload == original]
+            assert len(matches) == 1, f"{name}: no attachment matching {att['filename']!r}"
+            got = matches[0]
+            assert hashlib.sha256(got.payload).hexdigest() == att["sha256"]
         assert got.content_type == att["content_type"]
         assert got.inline is att["inline"], att["filename"]
         if att["filename"] is not None:
@@ -631,3 +650,87 @@ def test_message_id_brackets_and_whitespace_stripped() -> None:
     assert mail.from_addr == "a.person@example.com"
     assert mail.in_reply_to == ("x1@example.com",)
     assert mail.references == ("x0@example.com", "x1@example.com")
+
+
+# ============================================================ forwarded message
+def test_forwarded_message_is_one_attachment_not_merged_into_body() -> None:
+    mail = parsed("forwarded_rfc822.eml")
+    assert mail.message_id == "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0@contoso.fr"
+    assert mail.subject == "Fwd: Commande 5520 bloqu\u00e9e"
+    assert mail.from_addr == "julien.moreau@contoso.fr"
+    assert squash(mail.text) == (
+        "Bonjour le support, je vous transf\u00e8re la r\u00e9clamation du client ci-jointe. Julien"
+    )
+    assert "CMD-5520" not in mail.text  # the forwarded mail's body stays in the attachment
+    (fwd,) = mail.attachments  # the inner PDF is part of the .eml, not a sibling
+    assert fwd.content_type == "message/rfc822"
+    assert fwd.filename == "Commande 5520 bloqu\u00e9e.eml"
+    assert fwd.inline is False
+    inner = parse_mail(fwd.payload)
+    assert inner.message_id == "5d2c9e1a-7b3f-4a6d-8e0c-1f2a3b4c5d6e@boulangerie-martin.example"
+    assert inner.subject == "Commande 5520 bloqu\u00e9e"
+    assert inner.from_addr == "achats@boulangerie-martin.example"
+    assert "Notre commande CMD-5520 est bloqu\u00e9e depuis vendredi." in inner.text
+    (want,) = expected()["forwarded_rfc822.eml"]["inner_attachments"]
+    (pdf,) = inner.attachments
+    assert pdf.filename == want["filename"]
+    assert hashlib.sha256(pdf.payload).hexdigest() == want["sha256"]
+
+
+# ============================================================== address parsing
+@pytest.mark.parametrize(
+    ("from_header", "addr", "name"),
+    [
+        pytest.param(
+            '"Dupont, Jean" <Jean.Dupont@example.fr>',
+            "jean.dupont@example.fr",
+            "Dupont, Jean",
+            id="quoted-comma",
+        ),
+        pytest.param(  # Exchange "Last, First" display names with accents
+            "=?iso-8859-1?Q?Moreau=2C_J=E9r=F4me?= <Jerome.Moreau@contoso.fr>",
+            "jerome.moreau@contoso.fr",
+            "Moreau, J\u00e9r\u00f4me",
+            id="encoded-comma",
+        ),
+        pytest.param(  # spoofing: an address hidden in the encoded display name
+            "=?utf-8?Q?support=40mailgate.example?= <evil@attacker.example>",
+            "evil@attacker.example",
+            "support@mailgate.example",
+            id="encoded-at-sign",
+        ),
+        pytest.param(
+            "=?utf-8?Q?Boss_=3Cceo=40corp.example=3E?= <evil@attacker.example>",
+            "evil@attacker.example",
+            "Boss <ceo@corp.example>",
+            id="encoded-angle-addr",
+        ),
+    ],
+)
+def test_encoded_display_names_never_change_the_address(
+    from_header: str, addr: str, name: str
+) -> None:
+    mail = parse_mail(
+        minimal(
+            f"From: {from_header}\nTo: support@mailgate.example\n"
+            f"Cc: {from_header}, other@example.com\nMessage-ID: <addr@example.com>\n"
+        )
+    )
+    assert (mail.from_addr, mail.from_name) == (addr, name)
+    assert mail.cc == (addr, "other@example.com")
+
+
+def test_raw_utf8_headers_are_decoded() -> None:
+    # RFC 6532 / SMTPUTF8 and many sloppy mailers put raw UTF-8 in headers
+    data = (
+        "From: \u00c9lodie Martin <elodie@example.com>\r\n"
+        "To: support@mailgate.example\r\n"
+        "Message-ID: <raw8@example.com>\r\n"
+        "Subject: R\u00e9clamation \u2013 facture n\u00b0 12\r\n"
+        "\r\n"
+        "Corps du message.\r\n"
+    ).encode("utf-8")
+    mail = parse_mail(data)
+    assert mail.subject == "R\u00e9clamation \u2013 facture n\u00b0 12"
+    assert mail.from_name == "\u00c9lodie Martin"
+    assert mail.from_addr == "elodie@example.com"

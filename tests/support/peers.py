@@ -1,0 +1,222 @@
+"""Real peers for tests: an aiosmtpd SMTP sink that receives mailgate's outbound mail, and a
+running `mailgate serve` on port 0 in a background thread. Waiting is on conditions, never
+on sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+
+    @property
+    def msg(self) -> EmailMessage:
+        return email.message_from_bytes(self.raw, policy=email.policy.default)  # type: ignore[return-value]
+
+    @property
+    def kind(self) -> str:
+        return str(self.msg["X-Mailgate-Kind"] or "")
+
+    def text(self) -> str:
+        body = self.msg.get_body(("plain",))
+        return body.get_content() if body is not None else ""  # type: ignore[union-attr]
+
+
+class _LoopThread:
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class SmtpSink:
+    """A real SMTP server (aiosmtpd) that keeps every message it receives.
+
+    `fail_with` makes it answer DATA with that status (e.g. "451 4.3.0 try later") for
+    fault-injection tests."""
+
+    def __init__(self) -> None:
+        self.messages: list[Received] = []
+        self.cond = threading.Condition()
+        self.fail_with: str | None = None
+        self._lt = _LoopThread("smtp-sink")
+        self.server = self._lt.call(self._start())
+        self.port = int(self.server.sockets[0].getsockname()[1])
+
+    async def _start(self) -> asyncio.AbstractServer:
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(lambda: SMTP(self, loop=loop), "127.0.0.1", 0)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.fail_with:
+            return self.fail_with
+        with self.cond:
+            self.messages.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+            )
+            self.cond.notify_all()
+        return "250 OK"
+
+    def wait_for(
+        self, predicate: Callable[[list[Received]], bool] | int, timeout: float = 15.0
+    ) -> list[Received]:
+        check = (lambda ms: len(ms) >= predicate) if isinstance(predicate, int) else predicate
+        with self.cond:
+            if not self.cond.wait_for(lambda: check(self.messages), timeout):
+                kinds = [(m.kind, m.rcpt_tos) for m in self.messages]
+                raise AssertionError(f"sink did not receive the expected mail; got {kinds}")
+            return list(self.messages)
+
+    def of_kind(self, kind: str, to: str | None = None) -> list[Received]:
+        with self.cond:
+            return [m for m in self.messages if m.kind == kind and (to is None or to in m.rcpt_tos)]
+
+    def wait_kind(self, kind: str, to: str | None = None, count: int = 1) -> list[Received]:
+        self.wait_for(
+            lambda ms: len([m for m in ms if m.kind == kind and (to is None or to in m.rcpt_tos)])
+            >= count
+        )
+        return self.of_kind(kind, to)
+
+    def close(self) -> None:
+        self.server.close()
+        self._lt.close()
+
+
+def write_config(
+    tmp: Path, *, database_url: str, sink_port: int, extra: str = "", portal: bool = False
+) -> Path:
+    cfg = tmp / "mailgate.toml"
+    portal_listen = f"127.0.0.1:{free_port()}" if portal else ""
+    base_url = f"http://{portal_listen}" if portal else "http://127.0.0.1:8025"
+    cfg.write_text(
+        f"""
+[mailgate]
+hostname = "mg.test"
+data_dir = "data"
+secret_key = "test-secret-key"
+default_locale = "fr"
+
+[database]
+url = "{database_url}"
+
+[inbound]
+smtp_listen = "127.0.0.1:0"
+lmtp_listen = "127.0.0.1:0"
+max_message_bytes = 200000
+
+[addresses]
+support = "support@example.com"
+
+[addresses.categories]
+"billing@example.com" = "Billing"
+
+[outbound]
+transport = "smtp://127.0.0.1:{sink_port}"
+from_name = "Example Support"
+retry_base_seconds = 60
+
+[portal]
+listen = "{portal_listen}"
+base_url = "{base_url}"
+{extra}
+"""
+    )
+    return cfg
+
+
+class Mailgate:
+    """`serve` running in a background thread, as in production, on port 0."""
+
+    def __init__(self, config_path: Path, clock: Any = None) -> None:
+        from mailgate import config as config_mod
+        from mailgate import logs
+        from mailgate.app import build, serve
+
+        logs.setup()
+        self.config_path = config_path
+        self.config = config_mod.load(config_path)
+        self.app = build(self.config, clock=clock)
+        self._lt = _LoopThread("mailgate")
+        self._stop: asyncio.Event | None = None
+        ready = threading.Event()
+
+        async def make_stop() -> asyncio.Event:
+            return asyncio.Event()
+
+        self._stop = self._lt.call(make_stop())
+        self._task = asyncio.run_coroutine_threadsafe(
+            serve(self.app, self._stop, on_ready=lambda _app: ready.set(), install_signals=False),
+            self._lt.loop,
+        )
+        if not ready.wait(30):
+            self._task.result(1)
+            raise RuntimeError("mailgate did not start")
+        self.smtp_port = self.app.listeners["smtp"][1]
+        self.lmtp_port = self.app.listeners.get("lmtp", ("", 0))[1]
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._lt.loop.call_soon_threadsafe(self._stop.set)
+            self._task.result(30)
+            self._stop = None
+        self._lt.close()
+
+    def cli(self, *args: str, check: bool = True, stdin: bytes | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run the real `mailgate` command against this instance's config."""
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("MAILGATE_DATABASE_URL", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mailgate", "--config", str(self.config_path), *args],
+            input=stdin, capture_output=True, env=full_env, timeout=60, cwd=ROOT,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mailgate {' '.join(args)} exited {proc.returncode}: "
+                                 f"{proc.stderr.decode()}")
+        return proc
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll a condition that has no notification channel (e.g. a database row)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.02)
+
