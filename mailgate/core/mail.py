@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 
@@ -27,6 +27,8 @@ logging.getLogger("mailparser").setLevel(logging.ERROR)
 FATAL_DEFECTS = frozenset(
     {"NoBoundaryInMultipartDefect", "StartBoundaryNotFoundDefect", "CloseBoundaryNotFoundDefect"}
 )
+MAX_DEPTH = 20  # MIME nesting we read; deeper parts are kept in the raw message only
+MAX_PARTS = 1000
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 
@@ -75,6 +77,11 @@ def synthesize_message_id(raw: bytes) -> str:
 
 def decode_value(value: object) -> str:
     """Decode RFC 2047 words; undecodable bytes become U+FFFD instead of raising."""
+    if isinstance(value, Header):  # compat32 wraps raw 8-bit (UTF-8) header values
+        value = "".join(
+            b.decode("utf-8", "replace") if isinstance(b, bytes) else b
+            for b, _ in decode_header(value)
+        )
     text = str(value)
     try:
         text = str(make_header(decode_header(text)))
@@ -85,11 +92,14 @@ def decode_value(value: object) -> str:
 
 
 def _addresses(values: list[str]) -> list[tuple[str, str]]:
+    # Split on the undecoded header, then decode only the names: an encoded word holding
+    # "support@ours" must never become the address.
+    raw = [decode_value(v) if isinstance(v, Header) else str(v) for v in values]
     pairs = []
-    for name, addr in getaddresses([decode_value(v) for v in values]):
+    for name, addr in getaddresses(raw):
         addr = addr.strip().lower()
         if "@" in addr and not any(c in addr for c in " \r\n<>"):
-            pairs.append((name.strip(), addr))
+            pairs.append((decode_value(name).strip(), addr))
     return pairs
 
 
@@ -149,13 +159,32 @@ def _text_of(part: Message) -> str:
         return payload.decode("utf-8", "replace")
 
 
+def leaf_parts(msg: Message, max_depth: int = MAX_DEPTH, max_parts: int = MAX_PARTS):
+    """The parts we read, depth first, without recursion: an attached message is one part (not
+    walked into); structure deeper than max_depth stays only in the raw message."""
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    seen = 0
+    while stack and seen < max_parts:
+        node, depth = stack.pop()
+        seen += 1
+        if node is not msg and node.get_content_type() == "message/rfc822":
+            yield node
+        elif node.is_multipart():
+            if depth < max_depth:
+                children = node.get_payload()
+                if isinstance(children, list):
+                    stack.extend(
+                        (c, depth + 1) for c in reversed(children) if isinstance(c, Message)
+                    )
+        else:
+            yield node
+
+
 def _bodies_and_attachments(msg: Message) -> tuple[str, str | None, tuple[Attachment, ...]]:
     texts: list[str] = []
     htmls: list[str] = []
     attachments: list[Attachment] = []
-    for part in msg.walk():
-        if part.is_multipart():
-            continue
+    for part in leaf_parts(msg):
         ctype = part.get_content_type().lower()
         disposition = (part.get_content_disposition() or "").lower()
         filename = _filename(part)
@@ -166,7 +195,8 @@ def _bodies_and_attachments(msg: Message) -> tuple[str, str | None, tuple[Attach
             (texts if ctype == "text/plain" else htmls).append(_text_of(part))
             continue
         if ctype == "message/rfc822" or part.get_content_maintype() == "multipart":
-            payload = part.as_bytes() if ctype == "message/rfc822" else b""
+            inner = part.get_payload(0) if ctype == "message/rfc822" else None
+            payload = inner.as_bytes() if isinstance(inner, Message) else b""
         else:
             payload = part.get_payload(decode=True) or b""
         attachments.append(
@@ -174,7 +204,8 @@ def _bodies_and_attachments(msg: Message) -> tuple[str, str | None, tuple[Attach
                 filename=filename,
                 content_type=ctype,
                 payload=payload,
-                inline=disposition == "inline" or bool(part.get("Content-ID")),
+                inline=disposition == "inline"
+                or (not disposition and bool(part.get("Content-ID"))),
             )
         )
     html = "\n".join(htmls) if htmls else None
