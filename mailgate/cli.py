@@ -80,8 +80,9 @@ def cmd_deliver(args: argparse.Namespace) -> int:
     recipients = tuple(args.recipient or [app.config.support_address])
     try:
         app.db.upgrade()
-        app.ingestor.ingest(raw, Envelope(mail_from=args.sender, recipients=recipients,
-                                          channel="deliver"))
+        app.ingestor.ingest(
+            raw, Envelope(mail_from=args.sender, recipients=recipients, channel="deliver")
+        )
     except Rejected as exc:
         print(f"mailgate: refused: {exc.smtp_reply()}", file=sys.stderr)
         return EX_DATAERR
@@ -136,8 +137,14 @@ def cmd_account_list(args: argparse.Namespace) -> int:
     app = _app(args)
     with app.db.read() as session:
         rows = [
-            {"id": a.id, "email": a.email, "name": a.name, "role": a.role,
-             "active": a.password_hash is not None, "locale": a.locale}
+            {
+                "id": a.id,
+                "email": a.email,
+                "name": a.name,
+                "role": a.role,
+                "active": a.password_hash is not None,
+                "locale": a.locale,
+            }
             for a in session.exec(select(Account).order_by(col(Account.id)))
         ]
     _output(args, rows, ("id", "email", "name", "role", "active"))
@@ -165,9 +172,16 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
         if args.status:
             query = query.where(Outbox.status == args.status)
         rows = [
-            {"id": o.id, "to": o.to_addr, "subject": o.subject, "kind": o.kind,
-             "status": o.status, "attempts": o.attempts, "ticket_id": o.ticket_id,
-             "last_error": o.last_error or None}
+            {
+                "id": o.id,
+                "to": o.to_addr,
+                "subject": o.subject,
+                "kind": o.kind,
+                "status": o.status,
+                "attempts": o.attempts,
+                "ticket_id": o.ticket_id,
+                "last_error": o.last_error or None,
+            }
             for o in session.exec(query)
         ]
     _output(args, rows, ("id", "status", "kind", "to", "attempts", "ticket_id", "subject"))
@@ -191,8 +205,10 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--now: not an ISO 8601 time: {args.now!r}") from None
         now = now if now.tzinfo else now.replace(tzinfo=UTC)
     report = app.jobs.run_all(now)
-    _output(args, {"now": now.isoformat(), "auto_resolved": report.auto_resolved,
-                   "closed": report.closed})
+    _output(
+        args,
+        {"now": now.isoformat(), "auto_resolved": report.auto_resolved, "closed": report.closed},
+    )
     return EX_OK
 
 
@@ -219,8 +235,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     app = build(cfg)
     failures = 0
-    checks = [("database", lambda: (app.db.ping(), _safe_url(app.db.url))[1]),
-              ("outbound", app.transport.check)]
+    checks = [
+        ("database", lambda: (app.db.ping(), _safe_url(app.db.url))[1]),
+        ("outbound", app.transport.check),
+    ]
     for name, check in checks:
         try:
             print(f"ok   {name} {check()}")
@@ -232,7 +250,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailgate", description="An email-first helpdesk.")
-    p.add_argument("--config", help="config file (default: $MAILGATE_CONFIG or config/mailgate.toml)")
+    p.add_argument(
+        "--config", help="config file (default: $MAILGATE_CONFIG or config/mailgate.toml)"
+    )
     p.add_argument("--log-format", choices=("kv", "json"), default="kv")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -258,13 +278,17 @@ def parser() -> argparse.ArgumentParser:
     ts.add_argument("--json", action="store_true")
 
     account = sub.add_parser("account", help="accounts").add_subparsers(dest="sub", required=True)
-    add("list", cmd_account_list, "list accounts", account).add_argument("--json", action="store_true")
+    add("list", cmd_account_list, "list accounts", account).add_argument(
+        "--json", action="store_true"
+    )
     agent = sub.add_parser("agent", help="agents").add_subparsers(dest="sub", required=True)
     aa = add("add", cmd_agent_add, "make an agent", agent)
     aa.add_argument("email")
     aa.add_argument("--name", required=True)
 
-    outbox = sub.add_parser("outbox", help="outbound mail").add_subparsers(dest="sub", required=True)
+    outbox = sub.add_parser("outbox", help="outbound mail").add_subparsers(
+        dest="sub", required=True
+    )
     ol = add("list", cmd_outbox_list, "outbound mail and its state", outbox)
     ol.add_argument("--json", action="store_true")
     ol.add_argument("--status", choices=("queued", "sent", "failed"))
@@ -275,7 +299,9 @@ def parser() -> argparse.ArgumentParser:
     jr.add_argument("--now", help="ISO 8601 time to run as")
     jr.add_argument("--json", action="store_true")
 
-    q = sub.add_parser("quarantine", help="mail kept aside").add_subparsers(dest="action", required=True)
+    q = sub.add_parser("quarantine", help="mail kept aside").add_subparsers(
+        dest="action", required=True
+    )
     ql = add("list", cmd_quarantine, "held mail", q)
     ql.add_argument("--json", action="store_true")
     ql.add_argument("--all", action="store_true", help="include reprocessed mail")

@@ -50,7 +50,9 @@ class QuarantineService:
                 raise NotFound(f"no quarantined mail {qid}")
             data = _row(q)
         raw = self.ingestor.blobs.get(q.raw_sha256)
-        data["headers"] = raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+        data["headers"] = (
+            raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+        )
         return data
 
     def reprocess(self, qid: int) -> dict[str, Any]:
@@ -67,8 +69,9 @@ class QuarantineService:
         rcpt = self.ingestor.addresses.resolve(q.recipient) or Recipient(
             q.recipient, q.recipient, "", None
         )
-        envelope = Envelope(mail_from=q.envelope_from or None, recipients=(q.recipient,),
-                            channel=q.channel)
+        envelope = Envelope(
+            mail_from=q.envelope_from or None, recipients=(q.recipient,), channel=q.channel
+        )
 
         def job(session: Any) -> tuple[str, int | None]:
             row = session.get(Quarantine, qid)
@@ -78,8 +81,9 @@ class QuarantineService:
             row.status = "reprocessed"
             session.add(row)
             receipt = session.exec(
-                select(Receipt).where(Receipt.raw_sha256 == q.raw_sha256,
-                                      Receipt.recipient == q.recipient)
+                select(Receipt).where(
+                    Receipt.raw_sha256 == q.raw_sha256, Receipt.recipient == q.recipient
+                )
             ).first()
             if receipt is not None:
                 receipt.outcome, receipt.ticket_id = outcome, ticket_id
