@@ -15,7 +15,7 @@ from mailgate import logs
 from mailgate.adapters.scheduler import Scheduler
 from mailgate.adapters.sender import Sender
 from mailgate.adapters.smtp import InboundHandler, InFlight, LmtpHandler, start_listener
-from mailgate.adapters.transports import Transport, make_transport
+from mailgate.adapters.transports import make_transport
 from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config
 from mailgate.core.addresses import AddressBook
@@ -23,7 +23,7 @@ from mailgate.core.tokens import LinkTokens
 from mailgate.services.accounts import Accounts
 from mailgate.services.ingest import GroupCommitter, Ingestor
 from mailgate.services.jobs import Jobs
-from mailgate.services.outbox import Mailer, MailSettings, OutboxQueue
+from mailgate.services.outbox import Mailer, MailSettings, OutboxQueue, Transport
 from mailgate.services.render import MailRenderer
 from mailgate.services.tickets import Conversations
 from mailgate.store.blobs import BlobStore

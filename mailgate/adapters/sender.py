@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 
 from mailgate import logs
-from mailgate.adapters.transports import Transport, TransportPermError, TransportTempError
-from mailgate.services.outbox import OutboxQueue
+from mailgate.services.outbox import (
+    OutboxQueue,
+    Transport,
+    TransportPermError,
+    TransportTempError,
+)
 
 
 class Sender:

@@ -10,22 +10,9 @@ import mailbox
 import os
 import smtplib
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlparse
 
-
-class TransportTempError(Exception):
-    pass
-
-
-class TransportPermError(Exception):
-    pass
-
-
-class Transport(Protocol):
-    def send(self, envelope_from: str, to_addr: str, raw: bytes) -> None: ...
-
-    def check(self) -> str: ...
+from mailgate.services.outbox import Transport, TransportPermError, TransportTempError
 
 
 class MaildirTransport:

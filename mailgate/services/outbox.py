@@ -12,7 +12,7 @@ import random
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
@@ -22,6 +22,23 @@ from mailgate.clock import Clock, as_utc
 from mailgate.core.compose import AUTOMATIC_KINDS, Outgoing, compose
 from mailgate.services.render import MailRenderer
 from mailgate.store.models import Outbox, Suppression
+
+
+class TransportTempError(Exception):
+    """Delivery failed for now (4xx, network): the row is retried with backoff."""
+
+
+class TransportPermError(Exception):
+    """Delivery will never work for this row (5xx): it is marked failed."""
+
+
+class Transport(Protocol):
+    """Where the sender hands mail (adapters/transports.py implements maildir and SMTP)."""
+
+    def send(self, envelope_from: str, to_addr: str, raw: bytes) -> None: ...
+
+    def check(self) -> str: ...
+
 
 UNCAPPED_KINDS = frozenset({"agent_notification", "command_error", "agent_reply"})
 
