@@ -205,6 +205,11 @@ class Ingestor:
             problem = ""
         except MailParseError as exc:
             mail, problem = None, str(exc)
+        if mail is not None:
+            # fsync attachments here, in the caller's thread, not in the single writer's
+            # transaction (which then only finds them present).
+            for part in mail.attachments:
+                self.blobs.put(part.payload)
 
         def job(session: Session) -> list[Delivery]:
             return [self._one(session, raw, sha, mail, problem, r, envelope) for r in recipients]
