@@ -6,26 +6,44 @@ There are no module-level singletons; tests build an App with their own config a
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from starlette.applications import Starlette
+
 from mailgate import logs
+from mailgate.adapters.health import health_routes
+from mailgate.adapters.httpserver import HttpServer
+from mailgate.adapters.imap import ImapPoller
+from mailgate.adapters.parsing import ParseWorkers
+from mailgate.adapters.portal import PortalSettings, create_app
 from mailgate.adapters.scheduler import Scheduler
 from mailgate.adapters.sender import Sender
 from mailgate.adapters.smtp import InboundHandler, InFlight, LmtpHandler, start_listener
+from mailgate.adapters.systemd import Notifier
 from mailgate.adapters.transports import make_transport
 from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config
 from mailgate.core.addresses import AddressBook
 from mailgate.core.tokens import LinkTokens
+from mailgate.metrics import Metrics
 from mailgate.services.accounts import Accounts
+from mailgate.services.captcha import Captcha
+from mailgate.services.health import HealthProbe
+from mailgate.services.imap_state import ImapState
 from mailgate.services.ingest import GroupCommitter, Ingestor
 from mailgate.services.jobs import Jobs
 from mailgate.services.outbox import Mailer, MailSettings, OutboxQueue, Transport
+from mailgate.services.portal import Portal, PortalAccounts
+from mailgate.services.portal_tickets import PortalTickets, TicketRules
+from mailgate.services.ratelimit import RateLimiter
 from mailgate.services.render import MailRenderer
 from mailgate.services.tickets import Conversations
+from mailgate.services.websessions import WebSessions
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 
@@ -49,7 +67,13 @@ class App:
     transport: Transport
     sender: Sender
     jobs: Jobs
+    metrics: Metrics
+    health: HealthProbe
+    imap_state: ImapState
+    portal: Portal
+    parsers: ParseWorkers
     listeners: dict[str, tuple[str, int]] = field(default_factory=dict)
+    mailboxes: dict[str, str] = field(default_factory=dict)  # IMAP mailbox -> its state
 
 
 def build(config: Config, clock: Clock | None = None, transport: Transport | None = None) -> App:
@@ -83,6 +107,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         clock=clock,
     )
     committer = GroupCommitter(db)
+    parsers = ParseWorkers(config.inbound.parse_workers, config.inbound.parse_timeout_seconds)
     ingestor = Ingestor(
         db=db,
         blobs=blobs,
@@ -94,8 +119,14 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         max_message_bytes=config.inbound.max_message_bytes,
         max_received_headers=config.inbound.max_received_headers,
         committer=committer,
+        parse=parsers,
+        authserv_id=config.security.authserv_id,
+        require_dmarc_for_threading=config.security.require_dmarc_for_threading,
     )
     outbox = OutboxQueue(db, settings, clock)
+    metrics = Metrics()
+    health = HealthProbe(db, clock)
+    metrics.read_figures(health.figures)
     transport = transport or make_transport(out.transport, config.mailgate.hostname)
     jobs = Jobs(
         db, conversations, config.tickets.auto_resolve_after_days, config.tickets.close_after_days
@@ -114,9 +145,72 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         ingestor=ingestor,
         outbox=outbox,
         transport=transport,
-        sender=Sender(outbox, transport),
+        sender=Sender(outbox, transport, metrics=metrics),
         jobs=jobs,
+        metrics=metrics,
+        health=health,
+        imap_state=ImapState(ingestor),
+        portal=build_portal(config, clock, db, blobs, accounts, conversations, committer),
+        parsers=parsers,
     )
+
+
+def build_portal(
+    config: Config,
+    clock: Clock,
+    db: Database,
+    blobs: BlobStore,
+    accounts: Accounts,
+    conversations: Conversations,
+    committer: GroupCommitter,
+) -> Portal:
+    """The portal's use cases; they write through the committer, like mail ingestion."""
+    limiter = RateLimiter(clock)
+    captcha = Captcha(config.secret(), clock)
+    rules = TicketRules(
+        customer_id_pattern=config.portal.customer_id_pattern,
+        problems=tuple(config.portal.problem_categories),
+        broadcasters=tuple(config.portal.broadcasters),
+        max_upload_bytes=config.inbound.max_message_bytes,
+        hostname=config.mailgate.hostname,
+    )
+    return Portal(
+        accounts=PortalAccounts(
+            db=db,
+            write=committer.run,
+            accounts=accounts,
+            sessions=WebSessions(clock),
+            limiter=limiter,
+            captcha=captcha,
+        ),
+        tickets=PortalTickets(
+            db=db,
+            write=committer.run,
+            conversations=conversations,
+            blobs=blobs,
+            limiter=limiter,
+            clock=clock,
+            rules=rules,
+        ),
+        captcha=captcha,
+    )
+
+
+def portal_asgi(app: App) -> Starlette:
+    cfg = app.config
+    settings = PortalSettings(
+        base_url=cfg.portal.base_url,
+        site_name=cfg.outbound.from_name,
+        default_locale=cfg.mailgate.default_locale,
+        customer_id_label=cfg.portal.customer_id_label,
+        # Room for the attachments the same mail could carry, plus the form around them.
+        max_body_bytes=cfg.inbound.max_message_bytes + 1024 * 1024,
+        csrf_key=hashlib.sha256(b"mailgate.csrf" + cfg.secret()).digest(),
+        templates=TEMPLATES / "portal",
+    )
+    # /healthz and /metrics live on the portal unless [metrics] listen gives them their own.
+    extra = [] if cfg.metrics.listen else health_routes(app)
+    return create_app(app.portal, settings, extra_routes=extra, wake_sender=app.sender.wakeup.set)
 
 
 async def serve(
@@ -124,9 +218,11 @@ async def serve(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[App], None] | None = None,
     install_signals: bool = True,
+    notifier: Notifier | None = None,
 ) -> None:
     """Every listener, the sender and the scheduler on one loop, until `stop` or SIGTERM."""
     cfg = app.config
+    notifier = notifier or Notifier.from_environ(os.environ)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     if install_signals:
@@ -134,6 +230,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     await asyncio.to_thread(app.db.upgrade)
     app.committer.start()
+    await asyncio.to_thread(app.parsers.start)  # parses get a deadline from here on
     inflight = InFlight()
     wake_sender = app.sender.wakeup.set
     servers: list[asyncio.AbstractServer] = []
@@ -146,7 +243,7 @@ async def serve(
         handler_cls = LmtpHandler if lmtp else InboundHandler
         server = await start_listener(
             listen,
-            handler_cls(app.ingestor, name, inflight, wake_sender),
+            handler_cls(app.ingestor, name, inflight, wake_sender, metrics=app.metrics),
             lmtp=lmtp,
             hostname=cfg.mailgate.hostname,
             max_bytes=cfg.inbound.max_message_bytes,
@@ -159,19 +256,56 @@ async def serve(
             name=name,
             address=f"{app.listeners[name][0]}:{app.listeners[name][1]}",
         )
+    http_servers: list[HttpServer] = []
+    if cfg.metrics.listen:  # /healthz and /metrics alone, away from the portal
+        metrics_http = HttpServer(Starlette(routes=health_routes(app)), cfg.metrics.listen)
+        await metrics_http.start()
+        http_servers.append(metrics_http)
+        app.listeners["metrics"] = metrics_http.address
+        host, port = metrics_http.address
+        logs.info("listener.started", name="metrics", address=f"{host}:{port}")
+    if cfg.portal.listen:
+        portal_http = HttpServer(portal_asgi(app), cfg.portal.listen)
+        await portal_http.start()
+        http_servers.append(portal_http)
+        app.listeners["portal"] = portal_http.address
+        host, port = portal_http.address
+        logs.info("listener.started", name="portal", address=f"{host}:{port}")
+    pollers = [
+        ImapPoller(
+            box,
+            app.ingestor,
+            app.imap_state,
+            app.metrics,
+            recipient=box.address or cfg.support_address,
+            status=app.mailboxes,
+            on_stored=lambda: loop.call_soon_threadsafe(wake_sender),
+        )
+        for box in cfg.imap.mailboxes
+    ]
+    for poller in pollers:
+        poller.start()
     tasks = [
         asyncio.create_task(app.sender.run(stop), name="sender"),
         asyncio.create_task(Scheduler(app.jobs, app.clock).run(stop), name="scheduler"),
+        asyncio.create_task(notifier.watchdog(stop), name="watchdog"),
     ]
     logs.info("serve.ready", listeners=",".join(app.listeners))
+    notifier.ready(f"listening: {','.join(app.listeners) or 'none'}")
     if on_ready is not None:
         on_ready(app)
     await stop.wait()
+    notifier.stopping()
     logs.info("serve.stopping", inflight=inflight.count)
+    # Pollers first: each finishes the message in hand (its ingest needs the committer).
+    await asyncio.gather(*(asyncio.to_thread(p.stop) for p in pollers))
+    for http in http_servers:
+        await http.stop()
     for server in servers:
         server.close()  # stop accepting; sessions in DATA finish below
     await inflight.idle.wait()
     await asyncio.to_thread(app.committer.stop)
+    await asyncio.to_thread(app.parsers.stop)
     await asyncio.gather(*tasks, return_exceptions=True)
     app.db.dispose()
     logs.info("serve.stopped")

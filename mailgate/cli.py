@@ -18,6 +18,7 @@ from mailgate import logs
 from mailgate.errors import ConfigError, MailgateError, NotFound, Rejected, TempFailure
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 70, 75, 78
+EX_OSERR = 71
 
 
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -68,7 +69,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mailgate.app import build, serve
 
     app = build(config_mod.load(args.config))
-    asyncio.run(serve(app))
+    try:
+        asyncio.run(serve(app))
+    except OSError as exc:  # a listener cannot bind (port taken, no such address): one line
+        print(f"mailgate: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return EX_OSERR
     return EX_OK
 
 
@@ -239,6 +244,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         ("database", lambda: (app.db.ping(), _safe_url(app.db.url))[1]),
         ("outbound", app.transport.check),
     ]
+    from mailgate.adapters.imap import mailbox_key
+
+    checks += [(f"imap {mailbox_key(box)}", _imap_check(app, box)) for box in cfg.imap.mailboxes]
     for name, check in checks:
         try:
             print(f"ok   {name} {check()}")
@@ -246,6 +254,57 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             failures += 1
             print(f"FAIL {name} {exc}")
     return EX_OK if failures == 0 else EX_CONFIG
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from mailgate.services.importer import Importer, ImportReport
+
+    if not args.verbose:  # one log line per message would drown the progress line
+        logs.setup(args.log_format, logging.WARNING)
+    app = _app(args)
+    if args.recipient and app.ingestor.addresses.resolve(args.recipient) is None:
+        raise ConfigError(f"--recipient {args.recipient} is not one of our [addresses]")
+    app.db.upgrade()
+    tty = sys.stderr.isatty()
+
+    def progress(r: ImportReport) -> None:
+        if tty or r.done % 100 == 0 or r.done == r.total:
+            end = "" if tty and r.done < r.total else "\n"
+            print(
+                f"\rimport {r.done}/{r.total}: {r.imported} imported, {r.duplicates} "
+                f"duplicates, {r.quarantined} quarantined",
+                end=end,
+                file=sys.stderr,
+            )
+
+    try:
+        report = Importer(app.ingestor).run(Path(args.path), args.recipient, progress)
+    finally:
+        app.db.dispose()
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print(
+            f"imported {report.imported}, duplicates {report.duplicates}, "
+            f"quarantined {report.quarantined}, skipped {report.skipped} (own mail, bounces), "
+            f"refused {report.refused}, failed {report.failed}, of {report.total} messages"
+        )
+    return EX_OK
+
+
+def _imap_check(app: Any, box: Any) -> Any:
+    from mailgate.adapters.imap import check_mailbox
+
+    def check() -> str:
+        address = box.address or app.config.support_address
+        if app.ingestor.addresses.resolve(address) is None:
+            raise ValueError(f"address {address} is not one of ours ([addresses])")
+        return check_mailbox(box)
+
+    return check
 
 
 def parser() -> argparse.ArgumentParser:
@@ -260,6 +319,12 @@ def parser() -> argparse.ArgumentParser:
         sp = parent.add_parser(name, help=help)
         sp.set_defaults(func=func)
         sp.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sp.add_argument(
+            "--log-format",
+            choices=("kv", "json"),
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
         return sp
 
     add("serve", cmd_serve, "run listeners, sender, scheduler and portal")
@@ -310,6 +375,11 @@ def parser() -> argparse.ArgumentParser:
         qa.add_argument("id", type=int)
         qa.add_argument("--json", action="store_true")
     add("check-config", cmd_check_config, "validate config and reach every peer")
+    imp = add("import", cmd_import, "load an mbox file or a Maildir as tickets, mailing no one")
+    imp.add_argument("path", help="mbox file or Maildir folder")
+    imp.add_argument("--recipient", help="treat every message as sent to this address of ours")
+    imp.add_argument("--json", action="store_true", help="the summary as JSON")
+    imp.add_argument("--verbose", action="store_true", help="log every message")
     return p
 
 

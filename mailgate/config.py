@@ -43,6 +43,8 @@ class InboundSection:
     lmtp_listen: str = ""
     max_message_bytes: int = 41943040
     max_received_headers: int = 50
+    parse_timeout_seconds: float = 30.0
+    parse_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,10 @@ def _validate(cfg: Config) -> None:
     _check_listen("inbound.lmtp_listen", cfg.inbound.lmtp_listen)
     _check_listen("portal.listen", cfg.portal.listen)
     _check_listen("metrics.listen", cfg.metrics.listen)
+    if cfg.inbound.parse_timeout_seconds <= 0:
+        raise ConfigError("inbound.parse_timeout_seconds: must be more than 0")
+    if cfg.inbound.parse_workers < 1:
+        raise ConfigError("inbound.parse_workers: must be at least 1")
     if cfg.inbound.max_message_bytes < 1024:
         raise ConfigError("inbound.max_message_bytes: must be at least 1024")
     t = cfg.outbound.transport

@@ -17,10 +17,17 @@ def _quote(value: Any) -> str:
     return text
 
 
+def _event_and_fields(record: logging.LogRecord) -> tuple[str, dict[str, Any]]:
+    if hasattr(record, "fields"):
+        return record.getMessage(), record.fields
+    # A library's free-text record (uvicorn, asyncio): the logger names the event.
+    return record.name, {"message": record.getMessage()}
+
+
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = getattr(record, "fields", {})
-        line = f"level={record.levelname.lower()} event={record.getMessage()}"
+        name, fields = _event_and_fields(record)
+        line = f"level={record.levelname.lower()} event={name}"
         if fields:
             line += " " + " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
         if record.exc_info:
@@ -30,8 +37,9 @@ class KeyValueFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {"level": record.levelname.lower(), "event": record.getMessage()}
-        doc.update(getattr(record, "fields", {}))
+        name, fields = _event_and_fields(record)
+        doc: dict[str, Any] = {"level": record.levelname.lower(), "event": name}
+        doc.update(fields)
         if record.exc_info:
             doc["traceback"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False, default=str)
@@ -43,6 +51,16 @@ def setup(fmt: str = "kv", level: int = logging.INFO) -> None:
     _LOGGER.handlers[:] = [handler]
     _LOGGER.setLevel(level)
     _LOGGER.propagate = False
+    # Libraries' warnings and errors reach the root logger: same stream, same format, so a
+    # log shipper reading --log-format json never meets a plain-text line. Other handlers
+    # on the root (pytest's capture) stay.
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "mailgate", False)]:
+        root.removeHandler(old)
+    library = logging.StreamHandler(sys.stderr)
+    library.setFormatter(handler.formatter)
+    library.mailgate = True  # type: ignore[attr-defined]
+    root.addHandler(library)
 
 
 def event(name: str, level: int = logging.INFO, exc_info: bool = False, /, **fields: Any) -> None:

@@ -14,6 +14,9 @@ import pytest
 
 from tests.support.peers import Mailgate, SmtpSink, write_config
 
+# Fixtures of the mail-hygiene tests (issue 4), in their own file.
+pytest_plugins = ("tests.support.hygiene",)
+
 PG_URL = os.environ.get("MAILGATE_TEST_DATABASE_URL", "")
 DB_KINDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
@@ -90,9 +93,10 @@ def make_mail(
     msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = message_id or f"<{uuid.uuid4().hex}@client.example>"
+    msg.set_content(body)
+    # After set_content(), which drops every Content-* header set before it (Content-Language).
     for k, v in (headers or {}).items():
         msg[k] = v
-    msg.set_content(body)
     return msg
 
 

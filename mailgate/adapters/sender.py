@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from mailgate import logs
+from mailgate.metrics import Metrics
 from mailgate.services.outbox import (
     OutboxQueue,
     Transport,
@@ -15,10 +16,17 @@ from mailgate.services.outbox import (
 
 
 class Sender:
-    def __init__(self, queue: OutboxQueue, transport: Transport, idle_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        queue: OutboxQueue,
+        transport: Transport,
+        idle_seconds: float = 1.0,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.queue = queue
         self.transport = transport
         self.idle_seconds = idle_seconds
+        self.metrics = metrics or Metrics()
         self.wakeup = asyncio.Event()
 
     def run_once(self) -> int:
@@ -34,15 +42,18 @@ class Sender:
                     self.transport.send(row.envelope_from, row.to_addr, row.raw)
                 except TransportPermError as exc:
                     self.queue.mark_failed(row.id or 0, str(exc))
+                    self.metrics.outbound_result("failed")
                     logs.warning("outbox.failed", outbox=row.id, to=row.to_addr, error=str(exc))
                     continue
                 except TransportTempError as exc:
                     status = self.queue.mark_retry(row, str(exc))
+                    self.metrics.outbound_result("failed" if status == "failed" else "retried")
                     logs.warning(
                         "outbox.retry", outbox=row.id, to=row.to_addr, status=status, error=str(exc)
                     )
                     continue
                 self.queue.mark_sent(row.id or 0)
+                self.metrics.outbound_result("sent")
                 logs.info(
                     "outbox.sent",
                     outbox=row.id,

@@ -9,6 +9,7 @@ unexpected error becomes a 451 and a logged traceback.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
@@ -18,6 +19,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 
 from mailgate import logs
 from mailgate.errors import Rejected, TempFailure
+from mailgate.metrics import Metrics
 from mailgate.services.ingest import Envelope, Ingestor
 
 TEMP_REPLY = "451 4.3.0 Temporary local problem, please try again later"
@@ -42,11 +44,19 @@ class InFlight:
 
 
 class InboundHandler:
-    def __init__(self, ingestor: Ingestor, channel: str, inflight: InFlight, on_stored: Any = None):
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        channel: str,
+        inflight: InFlight,
+        on_stored: Any = None,
+        metrics: Metrics | None = None,
+    ):
         self.ingestor = ingestor
         self.channel = channel
         self.inflight = inflight
         self.on_stored = on_stored
+        self.metrics = metrics or Metrics()
 
     async def handle_RCPT(
         self,
@@ -70,18 +80,25 @@ class InboundHandler:
             channel=self.channel,
             peer=_peer(session),
         )
+        started = time.monotonic()
         try:
             with self.inflight:
                 deliveries = await asyncio.to_thread(self.ingestor.ingest, raw, env)
         except Rejected as exc:
             logs.info("smtp.rejected", channel=self.channel, peer=env.peer, reason=exc.reason)
+            self.metrics.message(self.channel, "rejected")
             return exc.smtp_reply()
         except TempFailure as exc:
             logs.warning("smtp.tempfail", channel=self.channel, peer=env.peer, error=str(exc))
+            self.metrics.message(self.channel, "tempfail")
             return TEMP_REPLY
         except Exception:  # fault barrier: never lose the mail, never leak the error text
             logs.error("smtp.crashed", channel=self.channel, peer=env.peer, exc_info=True)
+            self.metrics.message(self.channel, "error")
             return TEMP_REPLY
+        elapsed = time.monotonic() - started
+        for d in deliveries:
+            self.metrics.message(self.channel, d.outcome, elapsed)
         if self.on_stored is not None:
             self.on_stored()
         tickets = ",".join(str(d.ticket_id) for d in deliveries if d.ticket_id)
@@ -105,6 +122,23 @@ class LmtpHandler(InboundHandler):
         return "\r\n".join(replies)
 
 
+# The replies aiosmtpd itself gives after the data when it refused to keep it (too big, or a
+# line over 1000 bytes): one line, whatever the number of recipients.
+_DATA_REFUSALS = ("552 Error: Too much mail data", "500 Line too long")
+
+
+class PerRecipientLMTP(LMTP):
+    """RFC 2033 wants one reply per accepted recipient after DATA, refusals included; a single
+    reply leaves the client (Postfix) waiting for the rest until it times out."""
+
+    async def push(self, status: Any) -> None:
+        text = status.decode() if isinstance(status, bytes) else str(status)
+        if text.startswith(_DATA_REFUSALS) and self.envelope is not None:
+            for _ in self.envelope.rcpt_tos[1:]:
+                await super().push(status)
+        await super().push(status)
+
+
 def _peer(session: SmtpSession) -> str:
     peer = session.peer
     if isinstance(peer, tuple):
@@ -116,7 +150,7 @@ async def start_listener(
     listen: str, handler: InboundHandler, *, lmtp: bool, hostname: str, max_bytes: int
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    cls = LMTP if lmtp else SMTP
+    cls = PerRecipientLMTP if lmtp else SMTP
 
     def factory() -> SMTP:
         return cls(

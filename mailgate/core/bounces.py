@@ -34,6 +34,9 @@ _COMMENT = re.compile(r"\([^()]*\)")
 # RFC 6533 utf-8 address type may escape non-ASCII as \x{HEX}.
 _EMBEDDED_UNICODE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
 _ANGLE_ID = re.compile(r"<([^<>\s]+)>")
+# Every inbound mail is asked; the full parse is kept for those that can be a report.
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_REPORT_TYPE = re.compile(rb"multipart\s*/\s*report", re.IGNORECASE)
 _DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _RETURNED_TYPES = (
     "message/rfc822",
@@ -56,6 +59,8 @@ def parse_dsn(raw: bytes) -> Bounce | None:
 
 
 def _parse(raw: bytes) -> Bounce | None:
+    if not _REPORT_TYPE.search(_HEAD_END.split(raw, maxsplit=1)[0]):
+        return None
     msg = message_from_bytes(raw)
     if msg.get_content_type() != "multipart/report":
         return None

@@ -20,6 +20,8 @@ from email.utils import getaddresses, parsedate_to_datetime
 import mailparser
 import nh3
 
+from mailgate.core import limits
+
 # mail-parser logs every part type it does not render (e.g. "mixed") at WARNING.
 logging.getLogger("mailparser").setLevel(logging.ERROR)
 
@@ -27,10 +29,11 @@ logging.getLogger("mailparser").setLevel(logging.ERROR)
 FATAL_DEFECTS = frozenset(
     {"NoBoundaryInMultipartDefect", "StartBoundaryNotFoundDefect", "CloseBoundaryNotFoundDefect"}
 )
-MAX_DEPTH = 20  # MIME nesting we read; deeper parts are kept in the raw message only
-MAX_PARTS = 1000
+MAX_DEPTH = limits.MAX_DEPTH  # MIME nesting we read; deeper parts are kept in the raw only
+MAX_PARTS = limits.MAX_PARTS
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _MSGID = re.compile(r"<([^<>\s]+)>")
+_BAD_ADDR = re.compile(r"[\x00-\x20\x7f<>]")
 
 
 class MailParseError(Exception):
@@ -98,15 +101,18 @@ def _addresses(values: list[str]) -> list[tuple[str, str]]:
     pairs = []
     for name, addr in getaddresses(raw):
         addr = addr.strip().lower()
-        if "@" in addr and not any(c in addr for c in " \r\n<>"):
+        local, at, domain = addr.rpartition("@")
+        # One addr-spec we can write back: no controls, spaces, brackets or second "@".
+        if at and local and domain and not _BAD_ADDR.search(addr) and "@" not in local:
             pairs.append((decode_value(name).strip(), addr))
     return pairs
 
 
-def message_ids(value: str | None) -> tuple[str, ...]:
+def message_ids(value: object) -> tuple[str, ...]:
     if not value:
         return ()
-    return tuple(dict.fromkeys(_MSGID.findall(value)))
+    text = value if isinstance(value, str) else decode_value(value)  # 8-bit: a Header
+    return tuple(dict.fromkeys(_MSGID.findall(text)))
 
 
 def html_to_text(markup: str) -> str:
@@ -130,11 +136,11 @@ def _locale(msg: Message) -> str | None:
     return None
 
 
-def _date(value: str | None) -> datetime | None:
+def _date(value: object) -> datetime | None:
     if not value:
         return None
     try:
-        parsed = parsedate_to_datetime(value)
+        parsed = parsedate_to_datetime(decode_value(value))  # 8-bit values come as a Header
     except (TypeError, ValueError, IndexError):
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
@@ -167,6 +173,8 @@ def leaf_parts(msg: Message, max_depth: int = MAX_DEPTH, max_parts: int = MAX_PA
     while stack and seen < max_parts:
         node, depth = stack.pop()
         seen += 1
+        if node.get_content_type() == limits.TRUNCATED_TYPE:
+            continue  # structure below MAX_DEPTH: in the raw message only
         if node is not msg and node.get_content_type() == "message/rfc822":
             yield node
         elif node.is_multipart():
@@ -220,7 +228,11 @@ def parse_mail(raw: bytes) -> InboundMail:
     if not _HEADER_LINE.match(first_line) and not first_line.startswith(b"From "):
         raise MailParseError("no header block")
     try:
-        parsed = mailparser.parse_from_bytes(raw)
+        view = limits.bounded_view(raw)  # before the parser: size, fields, parts, depth
+    except limits.OverLimit as exc:
+        raise MailParseError(f"over a limit: {exc}") from exc
+    try:
+        parsed = mailparser.parse_from_bytes(view)
     except Exception as exc:  # mail-parser raises assorted types on garbage
         raise MailParseError(f"unparseable: {type(exc).__name__}") from exc
     msg: Message = parsed.message

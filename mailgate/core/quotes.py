@@ -62,18 +62,22 @@ _MOBILE_SIGNATURE = re.compile(
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
 
 
-def strip_quotes(text: str) -> str:
+def strip_quotes(text: str, *, fallback: bool = True) -> str:
     """Return only the new text the author wrote.
 
     Quoted history (Gmail/Outlook/Apple Mail/Thunderbird/mutt, French and English) and trailing
     signatures removed, surrounding blank lines trimmed. Never returns an empty string when the
     input had non-quoted content; if everything looks quoted, return the input stripped.
+    With fallback=False, return "" when no new text is left: an agent's mail of commands only
+    must not become a public reply made of the quoted history and a signature.
     """
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     clean = [_clean(line) for line in lines]
     quoted = _mark_quoted(clean)
     unquoted = [i for i, is_quoted in enumerate(quoted) if not is_quoted]
     body = _drop_signature(unquoted, clean)
+    if not fallback:
+        return _render(lines, body)
     # A reply that is only a signature still has content the author wrote: keep it.
     return _render(lines, body) or _render(lines, unquoted) or text.strip()
 

@@ -63,7 +63,13 @@ class Accounts:
         logs.info("agent.added", account=account.id, email=account.email)
         return account
 
-    def queue_activation(self, session: Session, account: Account, ticket_id: int | None = None):
+    def queue_activation(
+        self,
+        session: Session,
+        account: Account,
+        ticket_id: int | None = None,
+        in_reply_to: str | None = None,  # the mail that made the account (RFC 3834)
+    ):
         token = self.links.make(ACTIVATE, account.id or 0, account.security_stamp)
         return self.mailer.queue(
             session,
@@ -72,6 +78,7 @@ class Accounts:
             to_name=account.name,
             locale=account.locale,
             ticket_id=ticket_id,
+            in_reply_to=in_reply_to,
             context={
                 "customer_name": account.name,
                 "email": account.email,
@@ -105,8 +112,15 @@ class Accounts:
             return None  # single use: an active account is not activated twice
         return account
 
-    def set_password(self, session: Session, account: Account, password: str) -> None:
-        account.password_hash = _HASHER.hash(password)
+    @staticmethod
+    def hash_password(password: str) -> str:
+        """Argon2id, slow on purpose: callers hash before entering the writer's transaction."""
+        return _HASHER.hash(password)
+
+    def set_password(
+        self, session: Session, account: Account, password: str, *, hashed: str | None = None
+    ) -> None:
+        account.password_hash = hashed or _HASHER.hash(password)
         account.security_stamp = secrets.token_hex(16)  # kills every outstanding link
         if account.activated_at is None:
             account.activated_at = self.clock.now()

@@ -18,18 +18,20 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 
 from mailgate import logs
 from mailgate.clock import Clock
-from mailgate.core import loops
+from mailgate.core import authres, loops
 from mailgate.core.addresses import AddressBook, Recipient
 from mailgate.core.bounces import Bounce, parse_dsn
-from mailgate.core.mail import InboundMail, MailParseError, parse_mail
+from mailgate.core.mail import InboundMail, MailParseError, parse_mail, synthesize_message_id
 from mailgate.core.match import Candidate, choose, subject_ticket_ids
 from mailgate.core.tokens import read_reply_token
-from mailgate.errors import Rejected, TempFailure, TooLarge
+from mailgate.core.verification import third_party_verification
+from mailgate.errors import MailgateError, Rejected, TempFailure, TooLarge
+from mailgate.services import poison
 from mailgate.services.tickets import Conversations, Incoming, NewAttachment
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
@@ -55,6 +57,7 @@ class Envelope:
     channel: str = "smtp"
     peer: str = ""
     send_mail: bool = True  # `mailgate import` loads history without mailing anyone
+    dmarc_failed: bool = False  # our MTA says DMARC failed: never threads, gets no mail
 
 
 @dataclass(frozen=True)
@@ -149,8 +152,13 @@ def count_received(raw: bytes) -> int:
 
 
 def strip_internal_headers(mail: InboundMail) -> InboundMail:
-    """Nothing about agents or kinds is trusted from headers a sender can write."""
-    kept = tuple((k, v) for k, v in mail.headers if not k.lower().startswith("x-mailgate-"))
+    """Nothing about agents or kinds is trusted from headers a sender can write. The loop
+    marker stays: it can only make a mail count as ours coming back, never trusted more."""
+    kept = tuple(
+        (k, v)
+        for k, v in mail.headers
+        if not k.lower().startswith("x-mailgate-") or k.lower() == "x-mailgate-loop"
+    )
     return replace(mail, headers=kept) if len(kept) != len(mail.headers) else mail
 
 
@@ -168,6 +176,10 @@ class Ingestor:
         max_message_bytes: int,
         max_received_headers: int = 50,
         committer: GroupCommitter | None = None,
+        parse: Callable[[bytes], InboundMail] = parse_mail,
+        authserv_id: str = "",
+        require_dmarc_for_threading: bool = False,
+        max_crashes: int = poison.MAX_CRASHES,
     ) -> None:
         self.db = db
         self.blobs = blobs
@@ -179,6 +191,10 @@ class Ingestor:
         self.max_message_bytes = max_message_bytes
         self.max_received_headers = max_received_headers
         self.committer = committer or GroupCommitter(db)
+        self.parse = parse  # in a worker process with a deadline under `serve`
+        self.authserv_id = authserv_id
+        self.require_dmarc_for_threading = require_dmarc_for_threading
+        self.max_crashes = max_crashes
 
     # -- entry point -------------------------------------------------------------------
 
@@ -200,21 +216,29 @@ class Ingestor:
             self.check_recipient(self.addresses.support)
         ]
         sha = self.blobs.put(raw)
+        mail: InboundMail | None = None
         try:
-            mail: InboundMail | None = strip_internal_headers(parse_mail(raw))
-            problem = ""
-        except MailParseError as exc:
-            mail, problem = None, str(exc)
-        if mail is not None:
-            # fsync attachments here, in the caller's thread, not in the single writer's
-            # transaction (which then only finds them present).
-            for part in mail.attachments:
-                self.blobs.put(part.payload)
+            try:
+                mail = strip_internal_headers(self.parse(raw))
+                problem = ""
+            except MailParseError as exc:
+                problem = str(exc)
+            if mail is not None:
+                # fsync attachments here, in the caller's thread, not in the single writer's
+                # transaction (which then only finds them present).
+                for part in mail.attachments:
+                    self.blobs.put(part.payload)
+                envelope = self._authenticate(mail, envelope)
+            parsed, env = mail, envelope
 
-        def job(session: Session) -> list[Delivery]:
-            return [self._one(session, raw, sha, mail, problem, r, envelope) for r in recipients]
+            def job(session: Session) -> list[Delivery]:
+                return [self._one(session, raw, sha, parsed, problem, r, env) for r in recipients]
 
-        deliveries = self.committer.run(job)
+            deliveries = self.committer.run(job)
+        except MailgateError:
+            raise
+        except Exception as exc:  # a crash: retried by the MTA a few times, then quarantined
+            deliveries = self._after_crash(raw, sha, mail, recipients, envelope, exc)
         for d in deliveries:
             logs.info(
                 "ingest.accepted",
@@ -226,6 +250,80 @@ class Ingestor:
                 ticket=d.ticket_id,
             )
         return deliveries
+
+    def _authenticate(self, mail: InboundMail, envelope: Envelope) -> Envelope:
+        """Read our MTA's DMARC verdict; a failed one may open a ticket and nothing more."""
+        if not self.require_dmarc_for_threading:
+            return envelope
+        if authres.dmarc_result(mail.headers, self.authserv_id) != "fail":
+            return envelope
+        logs.warning("ingest.dmarc_failed", message_id=mail.message_id, sender=mail.from_addr)
+        return replace(envelope, dmarc_failed=True, send_mail=False)
+
+    def _after_crash(
+        self,
+        raw: bytes,
+        sha: str,
+        mail: InboundMail | None,
+        recipients: list[Recipient],
+        envelope: Envelope,
+        exc: Exception,
+    ) -> list[Delivery]:
+        """Count the crash in a transaction of its own (the failed one rolled back). Below
+        max_crashes the error goes on (451: the MTA retries); then the mail is quarantined
+        with the error and answered 250, so it never blocks the mail behind it."""
+        if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
+            raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
+        error = f"{type(exc).__name__}: {exc}"
+        message_id = mail.message_id if mail else synthesize_message_id(raw)
+
+        def job(session: Session) -> list[Delivery] | None:
+            attempts = poison.count_crash(session, sha, error, self.clock.now())
+            logs.error("ingest.crashed", message_id=message_id, attempts=attempts, error=error)
+            if attempts < self.max_crashes:
+                return None
+            reason = f"processing crashed {attempts} times: {error}"
+            return [
+                self._hold(session, raw, sha, message_id, r, envelope, reason) for r in recipients
+            ]
+
+        try:
+            held = self.committer.run(job)
+        except Exception:
+            logs.error("ingest.crash_not_counted", message_id=message_id, exc_info=True)
+            held = None
+        if held is None:
+            raise exc
+        return held
+
+    def _hold(
+        self,
+        session: Session,
+        raw: bytes,
+        sha: str,
+        message_id: str,
+        rcpt: Recipient,
+        envelope: Envelope,
+        reason: str,
+    ) -> Delivery:
+        """Quarantine without processing, under a receipt so a redelivery is a duplicate."""
+        key = dedupe_key(message_id, rcpt.address)
+        if session.exec(select(Receipt.id).where(Receipt.dedupe_key == key)).first() is not None:
+            return Delivery(rcpt.address, "duplicate", None, message_id)
+        self.quarantine(session, sha, len(raw), reason, rcpt.address, envelope, message_id)
+        session.add(
+            Receipt(
+                dedupe_key=key,
+                message_id=message_id[:998],
+                recipient=rcpt.address,
+                envelope_from=(envelope.mail_from or "")[:320],
+                channel=envelope.channel,
+                raw_sha256=sha,
+                outcome="quarantined",
+                received_at=self.clock.now(),
+            )
+        )
+        return Delivery(rcpt.address, "quarantined", None, message_id)
 
     # -- one recipient, inside the transaction ------------------------------------------
 
@@ -310,10 +408,12 @@ class Ingestor:
         if bounce is not None:
             self._bounce(session, bounce)
             return "bounce", None
+        if (held := self._screen(session, raw, sha, mail, rcpt, envelope)) is not None:
+            return held
         automatic = loops.classify(mail.headers, envelope.mail_from, mail.from_addr, mail.subject)
         incoming = self._incoming(mail, sha, envelope.channel, automatic is not None)
         sender = self.conversations.accounts.find(session, mail.from_addr)
-        candidate = self._match(session, mail, rcpt, sender)
+        candidate = None if envelope.dmarc_failed else self._match(session, mail, rcpt, sender)
         if candidate is None:
             if automatic is not None:
                 self.quarantine(
@@ -362,6 +462,22 @@ class Ingestor:
             send_mail=envelope.send_mail,
         )
         return ("automatic" if automatic else "ticketed"), ticket.id
+
+    def _screen(
+        self,
+        session: Session,
+        raw: bytes,
+        sha: str,
+        mail: InboundMail,
+        rcpt: Recipient,
+        envelope: Envelope,
+    ) -> tuple[str, int | None] | None:
+        """Kept aside whatever it matches: a third-party service's sign-up mail."""
+        reason = third_party_verification(mail.from_addr, mail.subject, mail.text)
+        if reason is None:
+            return None
+        self.quarantine(session, sha, len(raw), reason, rcpt.address, envelope, mail.message_id)
+        return "quarantined", None
 
     def decide_reprocessed(
         self, session: Session, raw: bytes, sha: str, mail: InboundMail, rcpt: Recipient,
@@ -482,6 +598,11 @@ class Ingestor:
             if not r.permanent:
                 logs.info("bounce.temporary", to=r.address, status=r.status)
                 continue
+            if row is None or row.to_addr != r.address:
+                # Anyone can write a DSN: only one about a mail we sent to that address (its
+                # Message-ID is random) may silence mail to it.
+                logs.warning("bounce.unmatched", to=r.address, status=r.status)
+                continue
             logs.warning("bounce.permanent", to=r.address, status=r.status)
             until = self.clock.now() + timedelta(days=SUPPRESS_DAYS)
             existing = session.get(Suppression, r.address)
@@ -491,11 +612,10 @@ class Ingestor:
             else:
                 existing.until, existing.reason = until, reason
                 session.add(existing)
-            if row is not None and row.to_addr == r.address:
-                row.status, row.last_error = "failed", f"bounced: {reason}"[:1000]
-                session.add(row)
-                if row.ticket_id:
-                    self._bounce_note(session, row.ticket_id, r.address, reason, row.kind)
+            row.status, row.last_error = "failed", f"bounced: {reason}"[:1000]
+            session.add(row)
+            if row.ticket_id:
+                self._bounce_note(session, row.ticket_id, r.address, reason, row.kind)
 
     def _bounce_note(self, session: Session, ticket_id: int, address: str, reason: str, kind: str):
         ticket = session.get(Ticket, ticket_id)

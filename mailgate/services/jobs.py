@@ -33,6 +33,8 @@ class Jobs:
         self.close_days = close_days
 
     def auto_resolve(self, now: datetime) -> int:
+        # SQLite keeps naive UTC: a cutoff in another offset would compare wrongly there.
+        now = as_utc(now)
         cutoff = now - timedelta(days=self.auto_resolve_days)
         done = 0
         with self.db.write() as session:
@@ -48,12 +50,13 @@ class Jobs:
                 if lifecycle.due_for_auto_resolve(
                     ticket.status, pending, ticket.auto_resolve_paused, now, self.auto_resolve_days
                 ):
-                    self.conversations.auto_resolve(session, ticket, self.auto_resolve_days)
+                    self.conversations.auto_resolve(session, ticket, self.auto_resolve_days, now)
                     logs.info("job.auto_resolved", ticket=ticket.id)
                     done += 1
         return done
 
     def close_solved(self, now: datetime) -> int:
+        now = as_utc(now)
         cutoff = now - timedelta(days=self.close_days)
         done = 0
         with self.db.write() as session:
@@ -61,12 +64,13 @@ class Jobs:
                 select(Ticket).where(Ticket.status == "solved", col(Ticket.solved_at) <= cutoff)
             ).all()
             for ticket in due:
-                self.conversations.set_status(session, ticket, "closed", None)
+                self.conversations.set_status(session, ticket, "closed", None, now)
                 logs.info("job.closed", ticket=ticket.id)
                 done += 1
         return done
 
     def prune_rate_events(self, now: datetime) -> int:
+        now = as_utc(now)
         with self.db.write() as session:
             old = session.exec(
                 select(RateEvent).where(RateEvent.created_at < now - timedelta(days=2))

@@ -2,8 +2,9 @@
 then a sender worker delivers the fixed bytes (a retry keeps its Message-ID).
 
 Automatic mail is capped per recipient (kept in the database, so caps survive restarts): at
-most `auto_per_hour` an hour and `auto_per_day` a day, then one `limit_reached` notice and
-silence until the next day. Agents are exempt: they must see every ticket.
+most `auto_per_hour` an hour (more is dropped until the hour has passed) and `auto_per_day` a
+day (UTC), then one `limit_reached` notice and silence until the next day: at most 11 a day
+with the defaults. Agents are exempt: they must see every ticket.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Mailer:
         return self.settings.base_url.rstrip("/") + path
 
     def _capped(self, session: Session, to_addr: str, now: datetime) -> str | None:
-        """None if allowed; "limit" if a limit notice is due; "silent" when over the cap."""
+        """None if allowed; "limit" if the day's notice is due; "silent" when over a cap."""
         suppressed = session.get(Suppression, to_addr)
         if suppressed is not None and as_utc(suppressed.until) > now:
             return "silent"
@@ -93,8 +94,10 @@ class Mailer:
         ).one()
         if limited:
             return "silent"
-        if today >= self.settings.auto_per_day or hour >= self.settings.auto_per_hour:
+        if today >= self.settings.auto_per_day:
             return "limit"
+        if hour >= self.settings.auto_per_hour:
+            return "silent"  # no notice: this sender hears from us again next hour
         return None
 
     def queue(

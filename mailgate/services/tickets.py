@@ -99,10 +99,18 @@ class Conversations:
         )
         return ids[:1] + ids[1:][-9:]
 
-    def _set_status(self, session: Session, ticket: Ticket, status: str, actor: int | None) -> None:
+    def _set_status(
+        self,
+        session: Session,
+        ticket: Ticket,
+        status: str,
+        actor: int | None,
+        now: datetime | None = None,
+    ) -> None:
         if ticket.status == status:
             return
-        now = self.clock.now()
+        # Jobs pass their own `now` (`jobs run --now`): solved_at then counts from that time.
+        now = now or self.clock.now()
         old = ticket.status
         ticket.status = status
         ticket.pending_since = now if status == "pending" else None
@@ -294,7 +302,7 @@ class Conversations:
                 },
             )
             if created:
-                self.accounts.queue_activation(session, customer, ticket.id)
+                self.accounts.queue_activation(session, customer, ticket.id, incoming.message_id)
             self._notify_agents(session, ticket, msg, customer, is_new=True)
         return ticket, msg
 
@@ -310,6 +318,17 @@ class Conversations:
     ) -> tuple[Ticket, Message]:
         """A reply from the requester or a collaborator. Closed tickets get a follow-up."""
         if ticket.status == "closed" and not incoming.automatic:
+            # The same mail to two of our addresses ("reply all") makes one follow-up.
+            earlier = session.exec(
+                select(Ticket, Message)
+                .join(Message, col(Message.ticket_id) == Ticket.id)
+                .where(
+                    Ticket.follow_up_of_id == ticket.id,
+                    Message.message_id == incoming.message_id,
+                )
+            ).first()
+            if earlier is not None:
+                return earlier[0], earlier[1]
             return self.open_ticket(
                 session, incoming, category=None, send_mail=send_mail, follow_up_of=ticket
             )
@@ -375,7 +394,7 @@ class Conversations:
         """Mail from the agent the token was made for: commands, then a reply or a note."""
         parsed = parse_commands(incoming.text)
         errors = list(parsed.errors) + self._check_commands(session, parsed, incoming.text)
-        body = strip_quotes(parsed.body) if parsed.body.strip() else ""
+        body = strip_quotes(parsed.body, fallback=False)
         if errors:
             msg = self._store_message(
                 session,
@@ -419,6 +438,9 @@ class Conversations:
             if send_mail:
                 self._send_agent_reply(session, ticket, agent, msg)
             self._set_status(session, ticket, lifecycle.after_agent_reply(ticket.status), agent.id)
+            if ticket.status == "pending":
+                # "7 days without your answer" run from our latest reply, not the first one.
+                ticket.pending_since = self.clock.now()
         if requested_status:
             self._set_status(session, ticket, requested_status, agent.id)
         logs.info(
@@ -545,18 +567,24 @@ class Conversations:
                 },
             )
 
-    def set_status(self, session: Session, ticket: Ticket, status: str, actor: int | None) -> None:
-        self._set_status(session, ticket, status, actor)
-        ticket.updated_at = self.clock.now()
+    def set_status(
+        self,
+        session: Session,
+        ticket: Ticket,
+        status: str,
+        actor: int | None,
+        now: datetime | None = None,
+    ) -> None:
+        now = now or self.clock.now()
+        self._set_status(session, ticket, status, actor, now)
+        ticket.updated_at = now
         session.add(ticket)
 
     # -- jobs ----------------------------------------------------------------------------
 
-    def auto_resolve(self, session: Session, ticket: Ticket, days: int) -> None:
+    def auto_resolve(self, session: Session, ticket: Ticket, days: int, now: datetime) -> None:
         requester = session.get(Account, ticket.requester_id)
-        self._set_status(session, ticket, "solved", None)
-        ticket.updated_at = self.clock.now()
-        session.add(ticket)
+        self.set_status(session, ticket, "solved", None, now)
         if requester is None:
             return
         refs = tuple(self.thread_ids(session, ticket.id or 0))

@@ -202,3 +202,11 @@ def test_empty_only_for_blank_input(text: str) -> None:
 def test_idempotent(text: str) -> None:
     once = strip_quotes(text)
     assert strip_quotes(once) == once
+
+
+@given(ATTRIBUTION, QUOTED, AUTHOR)
+def test_without_fallback_nothing_new_is_empty(attr: str, quoted: str, author: str) -> None:
+    """An agent's mail of commands only: what is left is history and a signature, not a reply."""
+    assert strip_quotes(f"{attr}\n{quoted}\n", fallback=False) == ""
+    assert strip_quotes(f"-- \nAlice\n\n{attr}\n{quoted}\n", fallback=False) == ""
+    assert strip_quotes(f"{author}\n\n{attr}\n{quoted}", fallback=False) == author.strip()

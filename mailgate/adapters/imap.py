@@ -1,0 +1,365 @@
+"""IMAP intake (imapclient): one thread per `[[imap.mailboxes]]` entry.
+
+Each pass SELECTs the folder, checks UIDVALIDITY, SEARCHes ALL (never UNSEEN: a person reading
+the mailbox elsewhere must not hide mail from us), reads RFC822.SIZE first and fetches with
+BODY.PEEK[] (no \\Seen). A message leaves the folder only after its ingest committed:
+
+| ingest says                  | the message goes to      | cursor              |
+| ---------------------------- | ------------------------ | ------------------- |
+| stored (ticket, duplicate..) | processed_folder         | advanced, then move |
+| too big (RFC822.SIZE)        | failed_folder, headers quarantined | after the move |
+| Rejected                     | failed_folder            | after the move      |
+| TempFailure                  | stays; retried soon      | stops here          |
+| anything else                | stays; logged once per UID | stops here        |
+
+Then IDLE when the server offers it (a pass at least every poll_seconds anyway), else sleep
+poll_seconds. Any connection error reconnects with capped, jittered backoff; a failing mailbox
+only ever stops its own thread's work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imapclient import IMAPClient
+
+from mailgate import logs
+from mailgate.config import ImapMailbox
+from mailgate.errors import Rejected, TempFailure
+from mailgate.metrics import Metrics
+from mailgate.services.imap_state import ImapState
+from mailgate.services.ingest import Envelope, Ingestor
+
+CHANNEL = "imap"
+HEADER_LIMIT = 256 * 1024  # what we keep of an oversized message: its headers, bounded
+
+
+def mailbox_key(box: ImapMailbox) -> str:
+    return f"{box.username}@{box.host}:{box.port}/{box.folder}"
+
+
+def read_password(box: ImapMailbox) -> str:
+    if box.password_file:
+        # Read at each login, so a rotated password needs no restart.
+        return Path(box.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+    return box.password
+
+
+def connect(box: ImapMailbox, timeout: float = 60.0) -> IMAPClient:
+    """A logged-in client. TLS certificates are always verified."""
+    context = ssl.create_default_context()
+    tls = box.security == "tls"
+    client = IMAPClient(
+        box.host, box.port, ssl=tls, ssl_context=context if tls else None, timeout=timeout
+    )
+    try:
+        if box.security == "starttls":
+            client.starttls(context)
+        client.login(box.username, read_password(box))
+    except BaseException:
+        close(client)
+        raise
+    return client
+
+
+def close(client: IMAPClient) -> None:
+    with contextlib.suppress(Exception):
+        client.logout()
+    with contextlib.suppress(Exception):
+        client.shutdown()
+
+
+def ensure_folders(client: IMAPClient, names: Sequence[str]) -> None:
+    for name in names:
+        if not client.folder_exists(name):
+            client.create_folder(name)
+
+
+def move(client: IMAPClient, uids: list[int], folder: str, use_move: bool) -> None:
+    """MOVE (RFC 6851), else COPY + \\Deleted + UID EXPUNGE (RFC 4315)."""
+    if use_move:
+        client.move(uids, folder)
+        return
+    client.copy(uids, folder)
+    client.delete_messages(uids)
+    if client.has_capability("UIDPLUS"):
+        client.uid_expunge(uids)
+    else:  # no way to expunge only ours; what was marked \Deleted elsewhere goes too
+        client.expunge()
+
+
+def check_mailbox(box: ImapMailbox) -> str:
+    """For `mailgate check-config`: log in and look at the folders (raises on failure)."""
+    client = connect(box, timeout=15.0)
+    try:
+        if not client.folder_exists(box.folder):
+            raise LookupError(f"folder {box.folder!r} does not exist")
+        status = client.folder_status(box.folder, [b"MESSAGES"])
+        missing = [
+            f for f in (box.processed_folder, box.failed_folder) if not client.folder_exists(f)
+        ]
+        idle = "IDLE" if client.has_capability("IDLE") else f"polling every {box.poll_seconds:g}s"
+    finally:
+        close(client)
+    note = f", will create {', '.join(missing)}" if missing else ""
+    return f"login ok, folder {box.folder} has {status[b'MESSAGES']} messages, {idle}{note}"
+
+
+@dataclass
+class PassReport:
+    """What one pass did, by UID; `left` stay in the folder for the next pass."""
+
+    stored: list[int] = field(default_factory=list)
+    already: list[int] = field(default_factory=list)  # committed before a crash: moved only
+    failed: list[int] = field(default_factory=list)
+    left: list[int] = field(default_factory=list)
+
+
+class ImapPoller:
+    def __init__(
+        self,
+        box: ImapMailbox,
+        ingestor: Ingestor,
+        state: ImapState,
+        metrics: Metrics,
+        *,
+        recipient: str,
+        status: dict[str, str] | None = None,
+        on_stored: Callable[[], None] | None = None,
+        idle_tick: float = 0.5,
+        retry_seconds: float = 30.0,
+        backoff_base: float = 1.0,
+        backoff_max: float = 300.0,
+    ) -> None:
+        self.box = box
+        self.name = mailbox_key(box)
+        self.ingestor = ingestor
+        self.state = state
+        self.metrics = metrics
+        self.recipient = recipient
+        self.status = status if status is not None else {}
+        self.on_stored = on_stored
+        self.idle_tick = idle_tick
+        self.retry_seconds = retry_seconds
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._logged: set[tuple[int, int]] = set()  # (uidvalidity, uid) already logged
+        self._rng = random.Random()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=f"imap {self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the message in hand, log out, return."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _set_status(self, text: str) -> None:
+        self.status[self.name] = text
+        self.metrics.imap_connected.labels(mailbox=self.name).set(
+            1 if text in ("idle", "polling", "working") else 0
+        )
+
+    def problem(self) -> str:
+        """Why this mailbox cannot be polled at all (a config mistake), or ""."""
+        b = self.box
+        if b.processed_folder in ("", b.folder) or b.failed_folder in ("", b.folder):
+            return "processed_folder and failed_folder must be set and differ from folder"
+        try:
+            self.ingestor.check_recipient(self.recipient)
+        except Rejected:
+            return f"address {self.recipient} is not one of ours ([addresses])"
+        return ""
+
+    def run(self) -> None:
+        """The thread: connect, pass, wait for mail, repeat; reconnect with backoff."""
+        problem = self.problem()
+        if problem:
+            logs.error("imap.misconfigured", mailbox=self.name, error=problem)
+            self._set_status(f"error: {problem}")
+            return
+        failures = 0
+        while not self._stop.is_set():
+            if not failures:  # otherwise the last error stays visible in /healthz
+                self._set_status("connecting")
+            healthy = False
+            client = None
+            try:
+                client = connect(self.box)
+                use_idle = client.has_capability("IDLE")
+                logs.info("imap.connected", mailbox=self.name, idle=use_idle)
+                ensure_folders(client, (self.box.processed_folder, self.box.failed_folder))
+                while not self._stop.is_set():
+                    self._set_status("working")
+                    report = self.poll_once(client)
+                    healthy = True
+                    if self._stop.is_set():
+                        break
+                    wait = self.box.poll_seconds
+                    if report.left:
+                        wait = min(wait, self.retry_seconds)
+                    self._wait_for_mail(client, wait, use_idle)
+            except Exception as exc:  # fault barrier: reconnect, never let the thread die
+                failures = 1 if healthy else failures + 1
+                logs.warning(
+                    "imap.disconnected", mailbox=self.name, error=f"{type(exc).__name__}: {exc}"
+                )
+                self._set_status(f"error: {type(exc).__name__}: {exc}")
+            finally:
+                if client is not None:
+                    close(client)
+            if not self._stop.is_set() and failures:
+                self._stop.wait(self._backoff(failures))
+        self._set_status("stopped")
+
+    def run_once(self) -> PassReport:
+        """Connect, do one pass, log out (tests and one-shot use)."""
+        client = connect(self.box)
+        try:
+            ensure_folders(client, (self.box.processed_folder, self.box.failed_folder))
+            return self.poll_once(client)
+        finally:
+            close(client)
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    def _wait_for_mail(self, client: IMAPClient, seconds: float, use_idle: bool) -> None:
+        """Return when new mail may have arrived, after `seconds`, or when stopping."""
+        if not use_idle:
+            self._set_status("polling")
+            self._stop.wait(seconds)
+            return
+        client.idle()
+        self._set_status("idle")  # only now: the server is listening for changes
+        deadline = time.monotonic() + seconds
+        # A short tick keeps stop() prompt; idle_check returns at once when data arrives.
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            responses = client.idle_check(timeout=min(self.idle_tick, left))
+            if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                break
+        client.idle_done()
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def poll_once(self, client: IMAPClient) -> PassReport:
+        report = PassReport()
+        selected = client.select_folder(self.box.folder)
+        uidvalidity = int(selected[b"UIDVALIDITY"])
+        last_uid = self.state.last_uid(self.name, uidvalidity)
+        uids = sorted(client.search(["ALL"]))
+        if not uids:
+            return report
+        sizes = client.fetch(uids, ["RFC822.SIZE"])
+        use_move = client.has_capability("MOVE")
+        advancing = True  # the cursor only moves over an unbroken run of handled UIDs
+        for uid in uids:
+            if self._stop.is_set():
+                break
+            if uid not in sizes:  # expunged by someone else since the SEARCH
+                continue
+            size = int(sizes[uid][b"RFC822.SIZE"])
+            too_big = size > self.ingestor.max_message_bytes
+            if uid <= last_uid:
+                folder = self.box.failed_folder if too_big else self.box.processed_folder
+                move(client, [uid], folder, use_move)
+                report.already.append(uid)
+                logs.info("imap.moved_committed", mailbox=self.name, uid=uid, folder=folder)
+                continue
+            outcome = (
+                self._oversize(client, uid, size)
+                if too_big
+                else self._ingest(client, uid, uidvalidity, advancing)
+            )
+            if outcome == "gone":  # expunged by someone else since the SEARCH
+                continue
+            if outcome == "stored":
+                move(client, [uid], self.box.processed_folder, use_move)
+                report.stored.append(uid)
+                continue
+            if outcome == "failed":
+                move(client, [uid], self.box.failed_folder, use_move)
+                report.failed.append(uid)
+                if advancing:
+                    self.state.advance(self.name, uidvalidity, uid)
+                continue
+            report.left.append(uid)
+            advancing = False
+            if outcome == "tempfail":
+                break  # the database or disk is down: the rest waits for the retry too
+        return report
+
+    def _oversize(self, client: IMAPClient, uid: int, size: int) -> str:
+        limit = self.ingestor.max_message_bytes
+        section = f"BODY.PEEK[HEADER]<0.{HEADER_LIMIT}>"
+        data = client.fetch([uid], [section]).get(uid, {})
+        head = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER]")), b"") or b""
+        reason = (
+            f"too big: {size} bytes over max_message_bytes {limit}; headers only, the message "
+            f"is in IMAP folder {self.box.failed_folder} of {self.box.username}@{self.box.host}"
+        )
+        try:
+            qid = self.state.quarantine_oversize(bytes(head), size, self.recipient, reason)
+        except TempFailure as exc:
+            logs.warning("imap.tempfail", mailbox=self.name, uid=uid, error=str(exc))
+            return "tempfail"
+        logs.warning("imap.too_big", mailbox=self.name, uid=uid, size=size, quarantine=qid)
+        self.metrics.message(CHANNEL, "too_large")
+        return "failed"
+
+    def _ingest(self, client: IMAPClient, uid: int, uidvalidity: int, advancing: bool) -> str:
+        data = client.fetch([uid], ["BODY.PEEK[]"]).get(uid, {})
+        raw = data.get(b"BODY[]")
+        if raw is None:  # expunged between the SEARCH and now
+            return "gone"
+        envelope = Envelope(
+            mail_from=None, recipients=(self.recipient,), channel=CHANNEL, peer=self.name
+        )
+        started = time.monotonic()
+        try:
+            deliveries = self.ingestor.ingest(bytes(raw), envelope)
+        except Rejected as exc:
+            logs.info("imap.rejected", mailbox=self.name, uid=uid, reason=exc.reason)
+            self.metrics.message(CHANNEL, "rejected")
+            return "failed"
+        except TempFailure as exc:
+            logs.warning("imap.tempfail", mailbox=self.name, uid=uid, error=str(exc))
+            self.metrics.message(CHANNEL, "tempfail")
+            return "tempfail"
+        except Exception:  # fault barrier: leave it, tell the operator once per UID
+            if (uidvalidity, uid) not in self._logged:
+                self._logged.add((uidvalidity, uid))
+                logs.error("imap.crashed", mailbox=self.name, uid=uid, exc_info=True)
+            self.metrics.message(CHANNEL, "error")
+            return "crashed"
+        elapsed = time.monotonic() - started
+        for d in deliveries:
+            self.metrics.message(CHANNEL, d.outcome, elapsed)
+            logs.info(
+                "imap.stored",
+                mailbox=self.name,
+                uid=uid,
+                message_id=d.message_id,
+                outcome=d.outcome,
+                ticket=d.ticket_id,
+            )
+        if advancing:
+            # Committed: from here a crash before the move must not ingest it again.
+            self.state.advance(self.name, uidvalidity, uid)
+        if self.on_stored is not None:
+            self.on_stored()
+        return "stored"

@@ -1,0 +1,190 @@
+"""My activities, one ticket, answering, the new-ticket form, deleting, attachment downloads."""
+
+from __future__ import annotations
+
+import secrets
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from mailgate.adapters.portal.forms import text, uploads
+from mailgate.adapters.portal.web import Visit, form_post, members_only
+from mailgate.core.lifecycle import STATUSES
+from mailgate.services.portal_tickets import OTHER, Submitted, TicketForm
+
+# Served as their own type; anything else downloads as bytes, so nothing can run as HTML.
+SAFE_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
+)
+
+
+def _not_found(v: Visit) -> Response:
+    return v.render("error.html", 404, title=v.t("error.404.title"), message=v.t("error.404.text"))
+
+
+def _int(v: Visit, name: str) -> int | None:
+    try:
+        return int(v.request.path_params[name])
+    except (KeyError, ValueError):
+        return None
+
+
+async def tickets(v: Visit) -> Response:
+    assert v.who is not None
+    status = v.request.query_params.get("status") or None
+    status = status if status in STATUSES else None
+    rows = await run_in_threadpool(v.site.portal.tickets.listing, v.who.account_id, status)
+    notice = None
+    for key in ("created", "deleted"):
+        if v.request.query_params.get(key, "").isdigit():
+            notice = v.t(f"tickets.{key}", id=v.request.query_params[key])
+    if v.request.query_params.get("welcome"):
+        notice = v.t("tickets.welcome")
+    return v.render("tickets.html", rows=rows, status=status, statuses=STATUSES, notice=notice)
+
+
+async def ticket(v: Visit) -> Response:
+    return await _ticket_page(v, 200, errors=(), body="")
+
+
+async def _ticket_page(v: Visit, status: int, errors: tuple[str, ...], body: str) -> Response:
+    assert v.who is not None
+    ticket_id = _int(v, "ticket_id")
+    view = None
+    if ticket_id is not None:
+        view = await run_in_threadpool(v.site.portal.tickets.show, v.who.account_id, ticket_id)
+    if view is None:
+        return _not_found(v)
+    return v.render(
+        "ticket.html",
+        status,
+        ticket=view,
+        errors=errors,
+        body=body,
+        nonce=secrets.token_urlsafe(16),
+        other=OTHER,
+    )
+
+
+async def reply(v: Visit, form: FormData) -> Response:
+    assert v.who is not None
+    ticket_id = _int(v, "ticket_id")
+    if ticket_id is None:
+        return _not_found(v)
+    body = text(form, "body")
+    files = await uploads(form)
+    done: Submitted = await run_in_threadpool(
+        v.site.portal.tickets.reply, v.who.account_id, ticket_id, body, files, text(form, "nonce")
+    )
+    if done.status == "not_found":
+        return _not_found(v)
+    if done.status != "ok":
+        return await _ticket_page(v, 400, done.errors, body)
+    return v.redirect(f"/tickets/{done.ticket_id}#latest")
+
+
+def _new_form(v: Visit, status: int, values: TicketForm, errors: tuple[str, ...]) -> Response:
+    rules = v.site.portal.tickets.rules
+    return v.render(
+        "ticket_new.html",
+        status,
+        form=values,
+        errors=errors,
+        problems=rules.problem_choices,
+        broadcasters=rules.broadcasters,
+        other=OTHER,
+        customer_id_label=v.site.settings.customer_id_label,
+        nonce=secrets.token_urlsafe(16),
+    )
+
+
+async def new_ticket_page(v: Visit) -> Response:
+    return _new_form(v, 200, TicketForm("", "", "", ""), ())
+
+
+async def new_ticket(v: Visit, form: FormData) -> Response:
+    assert v.who is not None
+    values = TicketForm(
+        customer_ref=text(form, "customer_id"),
+        subject=text(form, "subject"),
+        description=text(form, "description"),
+        problem=text(form, "problem"),
+        broadcaster=text(form, "broadcaster"),
+    )
+    files = await uploads(form)
+    done: Submitted = await run_in_threadpool(
+        v.site.portal.tickets.open, v.who.account_id, values, files, text(form, "nonce")
+    )
+    if done.status == "limited":
+        response = _new_form(v, 429, values, ("limited",))
+        response.headers["Retry-After"] = "3600"
+        return response
+    if done.status != "ok":
+        return _new_form(v, 400, values, done.errors)
+    return v.redirect(f"/tickets?created={done.ticket_id}")
+
+
+async def delete_page(v: Visit) -> Response:
+    """The confirmation step; deleting itself is the POST below."""
+    assert v.who is not None
+    ticket_id = _int(v, "ticket_id")
+    view = None
+    if ticket_id is not None:
+        view = await run_in_threadpool(v.site.portal.tickets.show, v.who.account_id, ticket_id)
+    if view is None:
+        return _not_found(v)
+    return v.render("ticket_delete.html", ticket=view)
+
+
+async def delete(v: Visit, form: FormData) -> Response:
+    assert v.who is not None
+    ticket_id = _int(v, "ticket_id")
+    deleted = ticket_id is not None and await run_in_threadpool(
+        v.site.portal.tickets.delete, v.who.account_id, ticket_id
+    )
+    if not deleted:
+        return _not_found(v)
+    return v.redirect(f"/tickets?deleted={ticket_id}")
+
+
+async def attachment(v: Visit) -> Response:
+    assert v.who is not None
+    ticket_id, attachment_id = _int(v, "ticket_id"), _int(v, "attachment_id")
+    found = None
+    if ticket_id is not None and attachment_id is not None:
+        found = await run_in_threadpool(
+            v.site.portal.tickets.attachment, v.who.account_id, ticket_id, attachment_id
+        )
+    if found is None:
+        return _not_found(v)
+    meta, path = found
+    media_type = meta.content_type if meta.content_type in SAFE_TYPES else None
+    response = FileResponse(
+        path,
+        media_type=media_type or "application/octet-stream",
+        filename=meta.filename,
+        content_disposition_type="attachment",
+    )
+    # A file from a stranger must never run in our origin, even if opened directly.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+def routes() -> list[Route]:
+    tid = "/tickets/{ticket_id:int}"
+    return [
+        Route("/tickets", members_only(tickets), methods=["GET"]),
+        Route("/tickets/new", members_only(new_ticket_page), methods=["GET"]),
+        Route("/tickets/new", form_post(new_ticket, members=True), methods=["POST"]),
+        Route(tid, members_only(ticket), methods=["GET"]),
+        Route(tid + "/reply", form_post(reply, members=True), methods=["POST"]),
+        Route(tid + "/delete", members_only(delete_page), methods=["GET"]),
+        Route(tid + "/delete", form_post(delete, members=True), methods=["POST"]),
+        Route(
+            tid + "/attachments/{attachment_id:int}/{name}",
+            members_only(attachment),
+            methods=["GET"],
+        ),
+    ]

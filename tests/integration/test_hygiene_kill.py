@@ -1,0 +1,165 @@
+"""Issue 4, crash safety: `mailgate serve` killed with SIGKILL at random points while clients
+send 500 messages, restarted each time, the unacknowledged messages sent again as an MTA
+would: every message that got a 250 is stored exactly once, none twice, and every ticket has
+its confirmation queued. The kill points are drawn from a seed printed on failure."""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from mailgate.store.db import Database
+from mailgate.store.models import Message, Outbox, Receipt, Ticket
+from tests.conftest import make_mail
+from tests.support.hygiene import SUPPORT, count, crlf, rows, set_inbound
+from tests.support.peers import ROOT, SmtpSink, free_port, wait_until, write_config
+
+MESSAGES = 500
+CLIENTS = 4
+KILLS = 5
+
+
+class Server:
+    """`mailgate serve` as a child process, as systemd would run it."""
+
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        self.config, self.port, self.log = config, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailgate", "--config", str(self.config), "serve"],
+                stdout=log, stderr=log, env=env, cwd=ROOT,
+            )
+        wait_until(self._greets, 60, "mailgate serve to listen")
+
+    def _greets(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+        try:
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as s:
+                return s.noop()[0] == 250
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+
+class Clients:
+    """MTAs with mail to deliver: a message is done when it got a 250; anything else (451,
+    a dropped connection) puts it back in the queue for the next try."""
+
+    def __init__(self, port: int, mails: dict[str, bytes]) -> None:
+        self.port = port
+        self.todo: queue.Queue[str] = queue.Queue()
+        for mid in mails:
+            self.todo.put(mid)
+        self.mails = mails
+        self.acked: set[str] = set()
+        self.cond = threading.Condition()
+        self.up = threading.Event()
+        self.up.set()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        client: smtplib.SMTP | None = None
+        while True:
+            with self.cond:
+                if len(self.acked) == len(self.mails):
+                    return
+            try:
+                mid = self.todo.get(timeout=1)
+            except queue.Empty:
+                continue
+            try:
+                self.up.wait()
+                if client is None:
+                    client = smtplib.SMTP("127.0.0.1", self.port, timeout=30)
+                client.sendmail(f"sender-{mid[:8]}@client.example", [SUPPORT], self.mails[mid])
+            except (OSError, smtplib.SMTPException):
+                self.todo.put(mid)  # not acknowledged: try again, as an MTA does
+                if client is not None:
+                    try:
+                        client.close()
+                    finally:
+                        client = None
+                continue
+            with self.cond:
+                self.acked.add(mid)
+                self.cond.notify_all()
+
+    def wait_acked(self, n: int, timeout: float = 60) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.acked) >= n, timeout), (
+                f"stuck at {len(self.acked)} acknowledged"
+            )
+
+
+def test_kill_9_under_load_loses_and_duplicates_nothing(
+    tmp_path: Path, database_url: str, sink: SmtpSink
+):
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    port = free_port()
+    config = write_config(tmp_path, database_url=database_url, sink_port=sink.port)
+    set_inbound(config, smtp_listen=f"127.0.0.1:{port}", lmtp_listen="")
+    mails = {}
+    for i in range(MESSAGES):
+        mid = f"{uuid.uuid4().hex}@client.example"
+        msg = make_mail(sender=f"Client {i} <client{i}@client.example>", subject=f"Panne {i}",
+                        message_id=f"<{mid}>")
+        mails[mid] = crlf(msg.as_bytes())
+    server = Server(config, port, tmp_path / "serve.log")
+    server.start()
+    clients = Clients(port, mails)
+    clients.start()
+    kills = []
+    for _ in range(KILLS):
+        # Kill once a random number more of the messages were acknowledged: the other
+        # connections are then anywhere in their transactions.
+        target = min(MESSAGES - 1, len(clients.acked) + rng.randint(10, 80))
+        clients.wait_acked(target)
+        clients.up.clear()
+        server.kill()
+        kills.append(len(clients.acked))
+        server.start()
+        clients.up.set()
+    clients.wait_acked(MESSAGES, timeout=120)
+    server.kill()
+
+    where = f"(seed {seed}, killed after {kills} acknowledgements)"
+    db = Database(database_url)
+    try:
+        with db.read() as session:
+            stored = dict(
+                session.exec(
+                    select(Message.message_id, func.count()).group_by(Message.message_id)
+                ).all()
+            )
+        assert set(stored) == set(mails), f"messages lost {where}"
+        assert set(stored.values()) == {1}, f"messages stored twice {where}"
+        assert count(db, Ticket) == MESSAGES and count(db, Receipt) == MESSAGES, where
+        confirmations = [o.ticket_id for o in rows(db, Outbox, Outbox.kind == "confirmation")]
+        assert sorted(confirmations) == sorted(t.id for t in rows(db, Ticket)), where
+    finally:
+        db.dispose()
+
