@@ -10,6 +10,7 @@ import hashlib
 import os
 import signal
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,6 +229,9 @@ async def serve(
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    # Each SMTP session waiting on its commit holds a worker thread; the default pool (cores+4)
+    # would cap group-commit batches and queue the sender behind ingests.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="mailgate"))
     await asyncio.to_thread(app.db.upgrade)
     app.committer.start()
     await asyncio.to_thread(app.parsers.start)  # parses get a deadline from here on

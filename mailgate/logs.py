@@ -76,4 +76,4 @@ def warning(name: str, /, **fields: Any) -> None:
 
 
 def error(name: str, /, exc_info: bool = False, **fields: Any) -> None:
-    event(name, logging.ERROR, exc_info=exc_info, **fields)
+    event(name, logging.ERROR, exc_info, **fields)

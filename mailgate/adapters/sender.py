@@ -4,8 +4,10 @@ transport. `run_once()` drains what is due now (tests use it); `run()` loops unt
 from __future__ import annotations
 
 import asyncio
+import time
 
 from mailgate import logs
+from mailgate.errors import TempFailure
 from mailgate.metrics import Metrics
 from mailgate.services.outbox import (
     OutboxQueue,
@@ -52,7 +54,7 @@ class Sender:
                         "outbox.retry", outbox=row.id, to=row.to_addr, status=status, error=str(exc)
                     )
                     continue
-                self.queue.mark_sent(row.id or 0)
+                self._settle_sent(row.id or 0)
                 self.metrics.outbound_result("sent")
                 logs.info(
                     "outbox.sent",
@@ -61,6 +63,18 @@ class Sender:
                     kind=row.kind,
                     ticket=row.ticket_id,
                 )
+
+    def _settle_sent(self, outbox_id: int, attempts: int = 20) -> None:
+        """The mail is gone: record it, retrying through database hiccups, because a row left
+        queued would be sent a second time when its lease runs out."""
+        for attempt in range(attempts):
+            try:
+                self.queue.mark_sent(outbox_id)
+                return
+            except TempFailure:
+                logs.warning("outbox.mark_sent_retry", outbox=outbox_id, attempt=attempt + 1)
+                time.sleep(min(5.0, 0.05 * 2**attempt))  # back off from a busy database
+        raise TempFailure(f"could not record outbox row {outbox_id} as sent")
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -24,9 +24,9 @@ class MaildirTransport:
     def send(self, envelope_from: str, to_addr: str, raw: bytes) -> None:
         try:
             box = mailbox.Maildir(self.path, create=True)
-            key = box.add(raw)
-            target = self.path / "new" / key
-            fd = os.open(target, os.O_RDONLY)
+            box.add(raw)  # writes tmp/, fsyncs the file, renames into new/
+            # The rename is only durable once the folder itself is synced.
+            fd = os.open(self.path / "new", os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import case, func, or_, update
 from sqlmodel import Session, col, select
 
 from mailgate import logs
@@ -78,19 +78,19 @@ class Mailer:
         if suppressed is not None and as_utc(suppressed.until) > now:
             return "silent"
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        base = (
-            select(func.count())
-            .select_from(Outbox)
-            .where(
+        hour_ago = now - timedelta(hours=1)
+        # One query for the three counts: this runs for every automatic mail we queue.
+        today, hour, limited = session.exec(
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((Outbox.created_at >= hour_ago, 1), else_=0)), 0),
+                func.coalesce(func.sum(case((Outbox.kind == "limit_reached", 1), else_=0)), 0),
+            ).where(
                 Outbox.to_addr == to_addr,
                 col(Outbox.automatic).is_(True),
                 col(Outbox.kind).not_in(UNCAPPED_KINDS),
+                Outbox.created_at >= day_start,
             )
-        )
-        today = session.exec(base.where(Outbox.created_at >= day_start)).one()
-        hour = session.exec(base.where(Outbox.created_at >= now - timedelta(hours=1))).one()
-        limited = session.exec(
-            base.where(Outbox.created_at >= day_start, Outbox.kind == "limit_reached")
         ).one()
         if limited:
             return "silent"

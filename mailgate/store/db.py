@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from mailgate.errors import TempFailure
@@ -31,7 +32,9 @@ def _sqlite_engine(url: str, *, writer: bool, busy_timeout_ms: int) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
-        pool_size=1 if writer else 5,
+        # BEGIN IMMEDIATE serialises writers in SQLite itself; a few connections let the
+        # sender and the portal write while the group-commit thread holds one.
+        pool_size=4 if writer else 5,
         max_overflow=0 if writer else 10,
         pool_timeout=busy_timeout_ms / 1000,
     )
@@ -76,6 +79,8 @@ class Database:
             if _is_integrity(exc):
                 raise
             raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
+        except PoolTimeout as exc:  # every connection busy for the whole timeout
+            raise TempFailure("database busy: no connection available") from exc
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -86,6 +91,8 @@ class Database:
             if _is_integrity(exc):
                 raise
             raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
+        except PoolTimeout as exc:
+            raise TempFailure("database busy: no connection available") from exc
 
     def upgrade(self) -> None:
         """Create or migrate the schema to the newest Alembic revision."""

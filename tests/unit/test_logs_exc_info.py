@@ -7,11 +7,6 @@ import pytest
 from mailgate import logs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mailgate/logs.py:61 passes exc_info by keyword to event(), whose exc_info is "
-    "positional-only: it lands in **fields (printed as exc_info=True) and no traceback is logged",
-)
 def test_error_with_exc_info_logs_the_traceback(capsys: pytest.CaptureFixture[str]):
     logs.setup()
     try:
