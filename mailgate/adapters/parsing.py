@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import queue
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -27,7 +28,10 @@ class ParseCrashed(RuntimeError):
     """The parser raised something unexpected, or its worker died: a crash of this mail."""
 
 
-def _serve(conn: Connection) -> None:
+Parse = Callable[[bytes], InboundMail]
+
+
+def _serve(conn: Connection, parse: Parse) -> None:
     """The worker's loop: raw bytes in, ("ok", InboundMail) or an error out, until EOF."""
     conn.send(("ready", None))
     while True:
@@ -37,7 +41,7 @@ def _serve(conn: Connection) -> None:
             return
         reply: tuple[str, Any]
         try:
-            reply = ("ok", parse_mail(raw))
+            reply = ("ok", parse(raw))
         except MailParseError as exc:
             reply = ("refused", str(exc))
         except Exception as exc:  # handed to the parent, which counts it as a crash
@@ -46,9 +50,11 @@ def _serve(conn: Connection) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, parse: Parse) -> None:
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child,), name="mailgate-parse", daemon=True)
+        self.process = ctx.Process(
+            target=_serve, args=(child, parse), name="mailgate-parse", daemon=True
+        )
         self.process.start()
         child.close()
         # The deadline starts once the worker is ready, not while it imports.
@@ -70,11 +76,13 @@ class _Worker:
 
 
 class ParseWorkers:
-    """`parse(raw)` with a deadline, on `workers` child processes."""
+    """`parse(raw)` with a deadline, on `workers` child processes. `parse` must be a module-level
+    function (the workers import it by name)."""
 
-    def __init__(self, workers: int, timeout: float) -> None:
+    def __init__(self, workers: int, timeout: float, parse: Parse = parse_mail) -> None:
         self.workers = workers
         self.timeout = timeout
+        self.parse = parse
         self._ctx: Any = None
         self._idle: queue.Queue[_Worker | None] | None = None
 
@@ -84,11 +92,12 @@ class ParseWorkers:
         self._ctx = ctx
         idle: queue.Queue[_Worker | None] = queue.Queue()
         for _ in range(self.workers):
-            idle.put(_Worker(ctx))
+            idle.put(_Worker(ctx, self.parse))
         self._idle = idle
         logs.info("parse_workers.started", workers=self.workers, timeout=self.timeout)
 
     def stop(self) -> None:
+        """Once nothing parses any more (serve stops the listeners and pollers first)."""
         idle, self._idle = self._idle, None
         while idle is not None:
             try:
@@ -101,10 +110,13 @@ class ParseWorkers:
     def __call__(self, raw: bytes) -> InboundMail:
         idle = self._idle
         if idle is None:
-            return parse_mail(raw)
+            return self.parse(raw)
         worker = idle.get()  # waits while every worker is busy
+        if worker is not None and not worker.process.is_alive():
+            worker.kill()  # died while idle (the OOM killer, say): not this mail's fault
+            worker = None
         try:
-            worker = worker or _Worker(self._ctx)  # None: a killed worker not yet replaced
+            worker = worker or _Worker(self._ctx, self.parse)  # None: a killed one, replaced now
             worker.conn.send_bytes(raw)
             if not worker.conn.poll(self.timeout):
                 worker.kill()

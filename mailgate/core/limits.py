@@ -91,12 +91,7 @@ def _entity(
     else:
         after = _NEXT_FIELD.search(raw, found.start(), end)
         field = (found.start(), after.start() + len(after.group()) if after else end)
-        # The parser's own reading of the one field: the same type and boundary it will use.
-        parsed = email.message_from_bytes(raw[field[0] : field[1]].rstrip(b"\r\n") + b"\n\n")
-        parsed.set_default_type(default_type)
-        ctype = parsed.get_content_type()
-        value = parsed.get_boundary() if ctype.startswith("multipart/") else None
-        boundary = value.encode("utf-8", "surrogateescape") if value is not None else None
+        ctype, boundary = _content_type(raw[field[0] : field[1]], default_type)
     nesting = ctype.startswith("multipart/") or (
         ctype.startswith("message/") and ctype != "message/delivery-status"
     )
@@ -106,6 +101,18 @@ def _entity(
         replacement = (field[0], field[1], b"Content-Type: " + TRUNCATED_TYPE.encode() + eol)
         ctype, boundary = TRUNCATED_TYPE, None
     return _Entity(body, ctype, boundary, replacement)
+
+
+def _content_type(field: bytes, default_type: str) -> tuple[str, bytes | None]:
+    """The parser's own reading of one Content-Type field: the type and boundary it will use."""
+    try:
+        parsed = email.message_from_bytes(field.rstrip(b"\r\n") + b"\n\n")
+        parsed.set_default_type(default_type)
+        ctype = parsed.get_content_type()
+        value = parsed.get_boundary() if ctype.startswith("multipart/") else None
+    except Exception:  # the stdlib fails on this field (a NUL in an RFC 2231 charset ...):
+        return "application/octet-stream", None  # so will the parse proper, with a reason
+    return ctype, value.encode("utf-8", "surrogateescape") if value is not None else None
 
 
 def _delimiters(stack: list[_Frame]) -> re.Pattern[bytes]:
@@ -135,8 +142,9 @@ def scan(raw: bytes) -> Shape:
                     raise OverLimit(f"more than {MAX_PARTS} MIME parts")
                 continue  # the body is a message: its header block starts right here
             if entity.ctype == "message/delivery-status":
-                # Parsed as a list of header blocks, each one a part.
+                # Parsed as a list of header blocks, each one a part one level down.
                 parts += sum(1 for _ in _DS_BLOCK.finditer(raw, pos, _next_end(raw, pos, stack)))
+                deepest = max(deepest, depth + 1)
             elif entity.ctype.startswith("multipart/") and entity.boundary is not None:
                 child = "message/rfc822" if entity.ctype == "multipart/digest" else "text/plain"
                 stack.append(_Frame(entity.boundary, depth, child))

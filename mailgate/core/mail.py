@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.errors import MessageError
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
@@ -88,8 +89,8 @@ def decode_value(value: object) -> str:
     text = str(value)
     try:
         text = str(make_header(decode_header(text)))
-    except (ValueError, LookupError, UnicodeError, AssertionError):
-        pass
+    except (ValueError, LookupError, UnicodeError, AssertionError, MessageError):
+        pass  # e.g. CharsetError: an encoded word naming a charset that does not exist
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return " ".join(text.split()) if "\n" in text or "\r" in text else text
 
@@ -161,7 +162,7 @@ def _text_of(part: Message) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         return payload.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown charset, or a name with a NUL in it
         return payload.decode("utf-8", "replace")
 
 
@@ -188,6 +189,20 @@ def leaf_parts(msg: Message, max_depth: int = MAX_DEPTH, max_parts: int = MAX_PA
             yield node
 
 
+def _message_bytes(inner: Message) -> bytes:
+    """An attached message as a file. The generator refuses some hostile headers (a value that
+    looks like it holds another header): then a plain copy of its headers and text."""
+    try:
+        return inner.as_bytes()
+    except Exception:
+        head = "".join(f"{k}: {v}\n" for k, v in inner.raw_items())
+        text = head + "\n" + ("" if inner.is_multipart() else str(inner.get_payload()))
+        try:
+            return text.encode("utf-8", "surrogateescape")  # 8-bit bytes as they came
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "replace")
+
+
 def _bodies_and_attachments(msg: Message) -> tuple[str, str | None, tuple[Attachment, ...]]:
     texts: list[str] = []
     htmls: list[str] = []
@@ -204,7 +219,7 @@ def _bodies_and_attachments(msg: Message) -> tuple[str, str | None, tuple[Attach
             continue
         if ctype == "message/rfc822" or part.get_content_maintype() == "multipart":
             inner = part.get_payload(0) if ctype == "message/rfc822" else None
-            payload = inner.as_bytes() if isinstance(inner, Message) else b""
+            payload = _message_bytes(inner) if isinstance(inner, Message) else b""
         else:
             payload = part.get_payload(decode=True) or b""
         attachments.append(

@@ -98,10 +98,13 @@ class Database:
         """Create or migrate the schema to the newest Alembic revision."""
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.write_engine.connect() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            conn.commit()
+        try:
+            with self.write_engine.connect() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                conn.commit()
+        except OperationalError as exc:  # down or locked: `deliver` must say 75, not crash
+            raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
 
     def ping(self) -> None:
         with self.read() as session:

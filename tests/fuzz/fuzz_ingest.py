@@ -14,7 +14,9 @@ tests/integration/test_hygiene_fuzz.py runs the hypothesis side in the test suit
 
 from __future__ import annotations
 
+import atexit
 import email
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -123,7 +125,13 @@ def _runs(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> None:
+    import logging
+
+    from mailgate import logs
+
+    logs.setup(level=logging.ERROR)  # quarantines are expected; crashes are not
     workdir = Path(tempfile.mkdtemp(prefix="mailgate-fuzz-", dir=_fast_tmp()))
+    atexit.register(_clean, workdir)
     seeds = seed_corpus()
     try:
         import atheris
@@ -137,12 +145,17 @@ def main(argv: list[str]) -> None:
     corpus.mkdir()
     for i, seed in enumerate(seeds):
         (corpus / f"seed-{i:03d}").write_bytes(seed)
-    given = [a for a in argv[1:] if not a.startswith("-")]
+    args = list(argv)
+    if not [a for a in argv[1:] if not a.startswith("-")]:
+        args.append(str(corpus))
+    if not any(a.startswith("-artifact_prefix=") for a in argv):
+        args.append(f"-artifact_prefix={workdir}/")  # crash files there, not in the checkout
+    print(f"fuzzing in {workdir}", file=sys.stderr)
 
     def test_one_input(data: bytes) -> None:
         ingest_one(ingestor, data, data[-1] if data else 0)
 
-    atheris.Setup(argv if given else [*argv, str(corpus)], test_one_input)
+    atheris.Setup(args, test_one_input)
     atheris.Fuzz()
 
 
@@ -160,6 +173,12 @@ def _hypothesis(workdir: Path, seeds: list[bytes], runs: int) -> None:
 
     run()
     print(f"hypothesis: {runs} runs, no failure", file=sys.stderr)
+
+
+def _clean(workdir: Path) -> None:
+    """Remove the run's database and corpus, unless it holds a crash to look at."""
+    if not any(workdir.glob("crash-*")):
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _fast_tmp() -> str | None:
