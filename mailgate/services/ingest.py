@@ -480,7 +480,12 @@ class Ingestor:
         return "quarantined", None
 
     def decide_reprocessed(
-        self, session: Session, raw: bytes, sha: str, mail: InboundMail, rcpt: Recipient,
+        self,
+        session: Session,
+        raw: bytes,
+        sha: str,
+        mail: InboundMail,
+        rcpt: Recipient,
         envelope: Envelope,
     ) -> tuple[str, int | None]:
         """Quarantined mail an operator released: ticket it even if it looks automatic."""

@@ -73,6 +73,21 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
+def drop(page, name: str, text: str) -> None:
+    page.evaluate(
+        """([name, text]) => {
+            const files = new DataTransfer();
+            files.items.add(new File([text], name, {type: 'text/plain'}));
+            const zone = document.querySelector('[data-dropzone]');
+            for (const type of ['dragenter', 'dragover', 'drop']) {
+                zone.dispatchEvent(new DragEvent(type, {dataTransfer: files, bubbles: true,
+                                                        cancelable: true}));
+            }
+        }""",
+        [name, text],
+    )
+
+
 def test_from_mailed_ticket_to_reply_with_attachment(
     portal: Mailgate,
     helpdesk: Desk,
@@ -125,20 +140,14 @@ def test_from_mailed_ticket_to_reply_with_attachment(
     page.get_by_label("Votre message").fill(
         "Bonjour Alice,\nvoici le journal d'import de ce matin.\nJean"
     )
-    # Drop a file onto the attachment zone, as from a file manager.
-    page.evaluate(
-        """([name, text]) => {
-            const files = new DataTransfer();
-            files.items.add(new File([text], name, {type: 'text/plain'}));
-            const zone = document.querySelector('[data-dropzone]');
-            for (const type of ['dragenter', 'dragover', 'drop']) {
-                zone.dispatchEvent(new DragEvent(type, {dataTransfer: files, bubbles: true,
-                                                        cancelable: true}));
-            }
-        }""",
-        ["import-2026.log", "ERROR EAN missing for SKU 4711\n"],
-    )
-    assert "import-2026.log" in page.locator("[data-files]").inner_text()
+    # Drop files onto the attachment zone, as from a file manager. Too big a file is
+    # flagged at once (the limit is 200 kB in tests), before any upload.
+    drop(page, "enorme.bin", "x" * 300_000)
+    assert "trop volumineux" in page.locator("[data-files]").inner_text()
+    page.set_input_files("#attachments", [])
+    drop(page, "import-2026.log", "ERROR EAN missing for SKU 4711\n")
+    listed = page.locator("[data-files]").inner_text()
+    assert "import-2026.log" in listed and "enorme.bin" not in listed
     page.get_by_role("button", name="Envoyer", exact=True).click()
 
     page.wait_for_url(re.compile(rf"/tickets/{ticket}#latest$"))

@@ -65,6 +65,7 @@ async def _ticket_page(v: Visit, status: int, errors: tuple[str, ...], body: str
         body=body,
         nonce=secrets.token_urlsafe(16),
         other=OTHER,
+        max_upload=v.site.portal.tickets.rules.max_upload_bytes,
     )
 
 
@@ -97,6 +98,7 @@ def _new_form(v: Visit, status: int, values: TicketForm, errors: tuple[str, ...]
         other=OTHER,
         customer_id_label=v.site.settings.customer_id_label,
         nonce=secrets.token_urlsafe(16),
+        max_upload=rules.max_upload_bytes,
     )
 
 

@@ -9,20 +9,30 @@
     return (bytes / 1024 / 1024).toFixed(1) + ' MB';
   }
 
-  function showFiles(input, list) {
+  function showFiles(input, list, zone) {
     list.textContent = '';
+    var total = 0;
     Array.prototype.forEach.call(input.files, function (file) {
       var item = document.createElement('li');
       item.textContent = file.name + ' (' + formatSize(file.size) + ')';
       list.appendChild(item);
+      total += file.size;
     });
+    // Say it now rather than after a long upload the server will refuse.
+    var max = parseInt(zone.getAttribute('data-max-bytes') || '0', 10);
+    if (max && total > max) {
+      var warning = document.createElement('li');
+      warning.className = 'error';
+      warning.textContent = zone.getAttribute('data-too-big');
+      list.appendChild(warning);
+    }
   }
 
   function enhance(zone) {
     var input = zone.querySelector('input[type=file]');
     var list = zone.querySelector('[data-files]');
     if (!input || !list) return;
-    input.addEventListener('change', function () { showFiles(input, list); });
+    input.addEventListener('change', function () { showFiles(input, list, zone); });
     ['dragenter', 'dragover'].forEach(function (type) {
       zone.addEventListener(type, function (event) {
         event.preventDefault();
@@ -41,7 +51,7 @@
       Array.prototype.forEach.call(input.files, function (f) { merged.items.add(f); });
       Array.prototype.forEach.call(event.dataTransfer.files, function (f) { merged.items.add(f); });
       input.files = merged.files;
-      showFiles(input, list);
+      showFiles(input, list, zone);
     });
     zone.classList.add('enhanced');
   }
