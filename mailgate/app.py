@@ -34,9 +34,10 @@ from mailgate.core.tokens import LinkTokens
 from mailgate.metrics import Metrics
 from mailgate.services.accounts import Accounts
 from mailgate.services.captcha import Captcha
+from mailgate.services.commit import GroupCommitter
 from mailgate.services.health import HealthProbe
 from mailgate.services.imap_state import ImapState
-from mailgate.services.ingest import GroupCommitter, Ingestor
+from mailgate.services.ingest import Ingestor
 from mailgate.services.jobs import Jobs
 from mailgate.services.outbox import Mailer, MailSettings, OutboxQueue, Transport
 from mailgate.services.portal import Portal, PortalAccounts

@@ -88,9 +88,10 @@ def compose(out: Outgoing) -> EmailMessage:
         msg["Auto-Submitted"] = out.auto_submitted
         # Ask Exchange and friends not to answer our automatic mail with theirs.
         msg["X-Auto-Response-Suppress"] = "All"
-    msg["Content-Language"] = out.locale
     msg["MIME-Version"] = "1.0"
     msg.set_content(out.text, charset="utf-8", cte="quoted-printable")
     if out.html:
         msg.add_alternative(out.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    # After set_content, which drops Content-* headers set before it.
+    msg["Content-Language"] = out.locale
     return msg

@@ -10,13 +10,10 @@ own SAVEPOINT so one failing message never takes its neighbours down.
 from __future__ import annotations
 
 import hashlib
-import queue
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
@@ -32,6 +29,7 @@ from mailgate.core.tokens import read_reply_token
 from mailgate.core.verification import third_party_verification
 from mailgate.errors import MailgateError, Rejected, TempFailure, TooLarge
 from mailgate.services import poison
+from mailgate.services.commit import GroupCommitter
 from mailgate.services.tickets import Conversations, Incoming, NewAttachment
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
@@ -66,80 +64,6 @@ class Delivery:
     outcome: str  # ticketed | duplicate | automatic | loop | bounce | quarantined
     ticket_id: int | None = None
     message_id: str = ""
-
-
-class GroupCommitter:
-    """One writer thread: runs waiting jobs in one transaction, a SAVEPOINT each (group commit).
-
-    With SQLite there is one writer at a time anyway; letting it commit several messages per
-    fsync is what keeps `synchronous=FULL` fast under concurrent deliveries.
-    """
-
-    def __init__(self, db: Database, max_batch: int = 64) -> None:
-        self.db = db
-        self.max_batch = max_batch
-        self._queue: queue.Queue[tuple[Callable[[Session], Any], Future[Any]] | None] = (
-            queue.Queue()
-        )
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Finish every queued job, then stop."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def run(self, job: Callable[[Session], T]) -> T:
-        if self._thread is None:
-            with self.db.write() as session:
-                return job(session)
-        future: Future[T] = Future()
-        self._queue.put((job, future))
-        return future.result()
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            self._commit(batch)
-
-    def _commit(self, batch: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
-        results: list[tuple[Future[Any], Any, BaseException | None]] = []
-        try:
-            with self.db.write() as session:
-                for job, future in batch:
-                    try:
-                        with session.begin_nested():
-                            results.append((future, job(session), None))
-                    except Exception as exc:  # this job only: its savepoint is rolled back
-                        results.append((future, None, exc))
-        except Exception as exc:  # the commit itself failed: nobody's work is durable
-            failure = exc if isinstance(exc, TempFailure) else TempFailure(f"commit failed: {exc}")
-            for _job, future in batch:
-                future.set_exception(failure)
-            return
-        for future, value, error in results:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(value)
 
 
 def dedupe_key(message_id: str, recipient: str) -> str:

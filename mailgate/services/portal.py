@@ -22,7 +22,7 @@ from mailgate.services.captcha import Captcha
 from mailgate.services.portal_tickets import PortalTickets
 from mailgate.services.ratelimit import RateLimiter
 from mailgate.services.websessions import SignedIn, WebSessions
-from mailgate.services.writer import Writer, faults_as_temporary
+from mailgate.services.writer import Writer
 from mailgate.store.db import Database
 
 EMAIL_RE = re.compile(r"^[^@\s<>\"()\[\],;:\\]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
@@ -73,7 +73,7 @@ class PortalAccounts:
         captcha: Captcha,
     ) -> None:
         self.db = db
-        self.write = faults_as_temporary(write)
+        self.write = write
         self.accounts = accounts
         self.sessions = sessions
         self.limiter = limiter

@@ -25,7 +25,7 @@ from mailgate.core.lifecycle import STATUSES
 from mailgate.services import ratelimit as rl
 from mailgate.services.ratelimit import RateLimiter
 from mailgate.services.tickets import Conversations, Incoming, NewAttachment
-from mailgate.services.writer import Writer, faults_as_temporary
+from mailgate.services.writer import Writer
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.models import Account, Attachment, Message, Ticket, TicketEvent
@@ -126,7 +126,7 @@ class PortalTickets:
         rules: TicketRules,
     ) -> None:
         self.db = db
-        self.write = faults_as_temporary(write)
+        self.write = write
         self.conversations = conversations
         self.blobs = blobs
         self.limiter = limiter

@@ -20,7 +20,7 @@ from sqlalchemy import inspect
 from sqlmodel import select
 
 from mailgate.errors import TempFailure
-from mailgate.services.ingest import GroupCommitter
+from mailgate.services.commit import GroupCommitter
 from mailgate.store.db import Database
 from mailgate.store.models import Receipt
 from tests.conftest import make_mail
@@ -239,12 +239,6 @@ def test_db_upgrade_creates_the_schema_and_is_idempotent(config_path: Path, data
     assert {"alembic_version", "account", "ticket", "message", "receipt", "outbox"} <= tables
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/ingest.py GroupCommitter._commit (the per-job `except Exception`) hands a "
-    "job's own database fault (lock timeout, lost connection) to the caller unwrapped: a locked "
-    "database is answered 451 but logged as smtp.crashed, not as a TempFailure",
-)
 def test_a_locked_database_surfaces_as_temp_failure_from_the_writer(database_url: str):
     db = Database(with_lock_timeout(database_url, 200), busy_timeout_ms=200)
     db.upgrade()
@@ -258,13 +252,6 @@ def test_a_locked_database_surfaces_as_temp_failure_from_the_writer(database_url
         db.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/ingest.py:90-103 GroupCommitter: a job submitted while stop() drains the "
-    "queue lands behind the stop sentinel and its future never resolves; on SIGTERM, a DATA "
-    "finishing on a connection that is still open then blocks a worker forever and serve's "
-    "executor shutdown never returns",
-)
 def test_a_job_submitted_while_the_writer_stops_is_run_or_refused(tmp_path: Path):
     db = Database(f"sqlite:///{tmp_path / 'stop.db'}")
     db.upgrade()

@@ -122,11 +122,6 @@ def due_in(app: App, now: datetime) -> list[float]:
     return [(as_utc(r.next_attempt_at) - now).total_seconds() for r in outbox_rows(app.db)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/compose.py:91 sets Content-Language before set_content(), which clears every "
-    "Content-* header: outbound mail never says its language",
-)
 def test_outbound_mail_declares_its_language(app: App):
     raw = mail_bytes(make_mail(headers={"Content-Language": "en"}))
     app.ingestor.ingest(raw, Envelope(mail_from=JEAN, recipients=(SUPPORT,)))
