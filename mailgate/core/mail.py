@@ -142,7 +142,7 @@ def _date(value: object) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(decode_value(value))  # 8-bit values come as a Header
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # e.g. a 14-digit year
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

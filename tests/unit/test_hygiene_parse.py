@@ -29,6 +29,8 @@ def test_8bit_ids_and_dates_are_read_not_fatal():
     mail = parse_mail((SEEDS / "regress_8bit_message_id.eml").read_bytes())
     assert mail.message_id.endswith("abc@client.example") and len(mail.in_reply_to) == 1
     assert parse_mail((SEEDS / "regress_8bit_date.eml").read_bytes()).date is None
+    # A year too large for datetime (found by the hypothesis fuzz test).
+    assert parse_mail((SEEDS / "regress_date_overflow.eml").read_bytes()).date is None
 
 
 def test_a_from_address_with_a_control_character_is_no_address():
