@@ -115,7 +115,7 @@ def _safe_url(url: str) -> str:
 
 
 def cmd_ticket_list(args: argparse.Namespace) -> int:
-    from mailgate.services.tickets import list_tickets
+    from mailgate.services.ticket_views import list_tickets
 
     app = _app(args)
     with app.db.read() as session:
@@ -125,7 +125,7 @@ def cmd_ticket_list(args: argparse.Namespace) -> int:
 
 
 def cmd_ticket_show(args: argparse.Namespace) -> int:
-    from mailgate.services.tickets import show_ticket
+    from mailgate.services.ticket_views import show_ticket
 
     app = _app(args)
     with app.db.read() as session:

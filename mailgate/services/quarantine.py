@@ -12,7 +12,7 @@ from mailgate.core.addresses import Recipient
 from mailgate.core.mail import MailParseError, parse_mail
 from mailgate.errors import NotFound
 from mailgate.services.ingest import Envelope, Ingestor, strip_internal_headers
-from mailgate.services.tickets import iso
+from mailgate.services.ticket_views import iso
 from mailgate.store.models import Quarantine, Receipt
 
 

@@ -11,7 +11,7 @@ import time
 import uuid
 
 from mailgate.core import limits
-from mailgate.services.tickets import show_ticket
+from mailgate.services.ticket_views import show_ticket
 from mailgate.store.models import Quarantine, Ticket
 from tests.conftest import make_mail
 from tests.support.hygiene import SUPPORT, count, crlf, rows, smtp_data

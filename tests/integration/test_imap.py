@@ -18,7 +18,7 @@ from mailgate import config as config_mod
 from mailgate.adapters.imap import ImapPoller, mailbox_key, move
 from mailgate.app import App, build
 from mailgate.services.ingest import Envelope
-from mailgate.services.tickets import list_tickets
+from mailgate.services.ticket_views import list_tickets
 from mailgate.store.models import Outbox, Quarantine
 from tests.conftest import make_mail
 from tests.support.peers import ROOT, Mailgate, wait_until

@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from mailgate import config as config_mod
 from mailgate.app import build
-from mailgate.services.tickets import list_tickets, show_ticket
+from mailgate.services.ticket_views import list_tickets, show_ticket
 from mailgate.store.models import Outbox, Quarantine
 from tests.conftest import make_mail
 from tests.support.peers import ROOT

@@ -156,7 +156,7 @@ class Desk:
     # -- the database ----------------------------------------------------------------------
 
     def ticket(self, ticket_id: int) -> dict[str, Any]:
-        from mailgate.services.tickets import show_ticket
+        from mailgate.services.ticket_views import show_ticket
 
         with self.mg.app.db.read() as session:
             data = show_ticket(session, ticket_id)
@@ -164,7 +164,7 @@ class Desk:
         return data
 
     def tickets(self) -> list[dict[str, Any]]:
-        from mailgate.services.tickets import list_tickets
+        from mailgate.services.ticket_views import list_tickets
 
         with self.mg.app.db.read() as session:
             return list_tickets(session)
