@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 
 from argon2 import PasswordHasher
@@ -15,8 +16,13 @@ from mailgate.services.outbox import Mailer
 from mailgate.store.models import Account
 
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
-# Verified against when an address is unknown, so a miss costs as much time as a hit.
-_DUMMY_HASH = _HASHER.hash(secrets.token_hex(8))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when an address is unknown, so a miss costs as much as a hit. Made on
+    first use, not at import: `deliver` runs once per mail and never needs it."""
+    return _HASHER.hash(secrets.token_hex(8))
 
 
 def normalise_email(email: str) -> str:
@@ -132,7 +138,7 @@ class Accounts:
     def verify_password(account: Account | None, password: str) -> bool:
         try:
             if account is None or account.password_hash is None:
-                _HASHER.verify(_DUMMY_HASH, password)
+                _HASHER.verify(_dummy_hash(), password)
                 return False
             return _HASHER.verify(account.password_hash, password)
         except (VerificationError, InvalidHashError):
