@@ -231,40 +231,22 @@ class Ingestor:
         reason: str,
     ) -> Delivery:
         """Quarantine without processing, under a receipt so a redelivery is a duplicate."""
-        key = dedupe_key(message_id, rcpt.address)
-        if session.exec(select(Receipt.id).where(Receipt.dedupe_key == key)).first() is not None:
+        receipt = self._claim(session, message_id, rcpt, envelope, sha)
+        if receipt is None:
             return Delivery(rcpt.address, "duplicate", None, message_id)
         self.quarantine(session, sha, len(raw), reason, rcpt.address, envelope, message_id)
-        session.add(
-            Receipt(
-                dedupe_key=key,
-                message_id=message_id[:998],
-                recipient=rcpt.address,
-                envelope_from=(envelope.mail_from or "")[:320],
-                channel=envelope.channel,
-                raw_sha256=sha,
-                outcome="quarantined",
-                received_at=self.clock.now(),
-            )
-        )
+        receipt.outcome = "quarantined"
+        session.add(receipt)
         return Delivery(rcpt.address, "quarantined", None, message_id)
 
-    # -- one recipient, inside the transaction ------------------------------------------
-
-    def _one(
-        self,
-        session: Session,
-        raw: bytes,
-        sha: str,
-        mail: InboundMail | None,
-        problem: str,
-        rcpt: Recipient,
-        envelope: Envelope,
-    ) -> Delivery:
-        message_id = mail.message_id if mail else f"{sha[:32]}@mailgate.invalid"
+    def _claim(
+        self, session: Session, message_id: str, rcpt: Recipient, envelope: Envelope, sha: str
+    ) -> Receipt | None:
+        """Record this delivery under its dedupe key; None when it was already recorded (an
+        MTA retry, or another instance a moment ago): the caller then creates nothing."""
         key = dedupe_key(message_id, rcpt.address)
         if session.exec(select(Receipt.id).where(Receipt.dedupe_key == key)).first() is not None:
-            return Delivery(rcpt.address, "duplicate", None, message_id)
+            return None
         receipt = Receipt(
             dedupe_key=key,
             message_id=message_id[:998],
@@ -279,7 +261,25 @@ class Ingestor:
             with session.begin_nested():
                 session.add(receipt)
                 session.flush()
-        except IntegrityError:  # another instance stored it a moment ago
+        except IntegrityError:  # the unique key lost a race with another writer
+            return None
+        return receipt
+
+    # -- one recipient, inside the transaction ------------------------------------------
+
+    def _one(
+        self,
+        session: Session,
+        raw: bytes,
+        sha: str,
+        mail: InboundMail | None,
+        problem: str,
+        rcpt: Recipient,
+        envelope: Envelope,
+    ) -> Delivery:
+        message_id = mail.message_id if mail else f"{sha[:32]}@mailgate.invalid"
+        receipt = self._claim(session, message_id, rcpt, envelope, sha)
+        if receipt is None:
             return Delivery(rcpt.address, "duplicate", None, message_id)
         outcome, ticket_id = self._decide(session, raw, sha, mail, problem, rcpt, envelope)
         receipt.outcome = outcome
