@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import send
+from tests.conftest import make_mail, send
 from tests.support.peers import Mailgate, Received, SmtpSink
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -70,16 +70,14 @@ class Desk:
         body: str,
         headers: dict[str, str] | None = None,
     ) -> EmailMessage:
-        msg = EmailMessage()
-        msg["From"] = sender
-        msg["To"] = to
-        msg["Subject"] = subject
-        msg["Date"] = format_datetime(datetime.now(UTC))
-        msg["Message-ID"] = f"<{uuid.uuid4().hex}@{addr(sender).split('@')[1]}>"
-        for name, value in (headers or {}).items():
-            msg[name] = value
-        msg.set_content(body)
-        return msg
+        return make_mail(
+            sender=sender,
+            to=to,
+            subject=subject,
+            body=body,
+            message_id=f"<{uuid.uuid4().hex}@{addr(sender).split('@')[1]}>",
+            headers={"Date": format_datetime(datetime.now(UTC)), **(headers or {})},
+        )
 
     def open_ticket(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -45,16 +46,22 @@ async def tickets(v: Visit) -> Response:
     return v.render("tickets.html", rows=rows, status=status, statuses=STATUSES, notice=notice)
 
 
+async def _own_ticket(v: Visit) -> Any:
+    """The signed-in customer's ticket named in the path, or None (absent, or someone else's:
+    both answer 404, so ids reveal nothing)."""
+    assert v.who is not None
+    ticket_id = _int(v, "ticket_id")
+    if ticket_id is None:
+        return None
+    return await run_in_threadpool(v.site.portal.tickets.show, v.who.account_id, ticket_id)
+
+
 async def ticket(v: Visit) -> Response:
     return await _ticket_page(v, 200, errors=(), body="")
 
 
 async def _ticket_page(v: Visit, status: int, errors: tuple[str, ...], body: str) -> Response:
-    assert v.who is not None
-    ticket_id = _int(v, "ticket_id")
-    view = None
-    if ticket_id is not None:
-        view = await run_in_threadpool(v.site.portal.tickets.show, v.who.account_id, ticket_id)
+    view = await _own_ticket(v)
     if view is None:
         return _not_found(v)
     return v.render(
@@ -130,11 +137,7 @@ async def new_ticket(v: Visit, form: FormData) -> Response:
 
 async def delete_page(v: Visit) -> Response:
     """The confirmation step; deleting itself is the POST below."""
-    assert v.who is not None
-    ticket_id = _int(v, "ticket_id")
-    view = None
-    if ticket_id is not None:
-        view = await run_in_threadpool(v.site.portal.tickets.show, v.who.account_id, ticket_id)
+    view = await _own_ticket(v)
     if view is None:
         return _not_found(v)
     return v.render("ticket_delete.html", ticket=view)
