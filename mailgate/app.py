@@ -6,7 +6,6 @@ There are no module-level singletons; tests build an App with their own config a
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import signal
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config
 from mailgate.core.addresses import AddressBook
 from mailgate.core.tokens import LinkTokens
+from mailgate.keys import Keys, Purpose, load_secret
 from mailgate.metrics import Metrics
 from mailgate.services.accounts import Accounts
 from mailgate.services.captcha import Captcha
@@ -55,6 +55,7 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 @dataclass
 class App:
     config: Config
+    keys: Keys
     clock: Clock
     db: Database
     blobs: BlobStore
@@ -80,7 +81,7 @@ class App:
 
 def build(config: Config, clock: Clock | None = None, transport: Transport | None = None) -> App:
     clock = clock or SystemClock()
-    secret = config.secret()
+    keys = app_keys(config)
     db = Database(config.database.url)
     blobs = BlobStore(config.data_dir / "blobs")
     renderer = MailRenderer(TEMPLATES, config.mailgate.default_locale)
@@ -97,7 +98,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         retry_max_seconds=out.retry_max_seconds,
     )
     mailer = Mailer(settings, renderer, clock)
-    links = LinkTokens(secret, clock.now)
+    links = LinkTokens(keys.key(Purpose.LINKS), clock.now)
     accounts = Accounts(mailer, links, clock, config.mailgate.default_locale)
     addresses = AddressBook(config.support_address, dict(config.addresses.categories))
     conversations = Conversations(
@@ -105,7 +106,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         mailer=mailer,
         blobs=blobs,
         addresses=addresses,
-        secret=secret,
+        reply_key=keys.key(Purpose.REPLY),
         clock=clock,
     )
     committer = GroupCommitter(db)
@@ -115,7 +116,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         blobs=blobs,
         conversations=conversations,
         addresses=addresses,
-        secret=secret,
+        reply_key=keys.key(Purpose.REPLY),
         hostname=config.mailgate.hostname,
         clock=clock,
         max_message_bytes=config.inbound.max_message_bytes,
@@ -135,6 +136,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
     )
     return App(
         config=config,
+        keys=keys,
         clock=clock,
         db=db,
         blobs=blobs,
@@ -152,13 +154,19 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         metrics=metrics,
         health=health,
         imap_state=ImapState(ingestor),
-        portal=build_portal(config, clock, db, blobs, accounts, conversations, committer),
+        portal=build_portal(config, keys, clock, db, blobs, accounts, conversations, committer),
         parsers=parsers,
     )
 
 
+def app_keys(config: Config) -> Keys:
+    """Every key, derived from the one secret (created in data_dir on first start)."""
+    return Keys(load_secret(config.mailgate.secret_key, config.secret_file))
+
+
 def build_portal(
     config: Config,
+    keys: Keys,
     clock: Clock,
     db: Database,
     blobs: BlobStore,
@@ -168,7 +176,7 @@ def build_portal(
 ) -> Portal:
     """The portal's use cases; they write through the committer, like mail ingestion."""
     limiter = RateLimiter(clock)
-    captcha = Captcha(config.secret(), clock)
+    captcha = Captcha(keys.key(Purpose.CAPTCHA), clock)
     rules = TicketRules(
         customer_id_pattern=config.portal.customer_id_pattern,
         problems=tuple(config.portal.problem_categories),
@@ -207,7 +215,7 @@ def portal_asgi(app: App) -> Starlette:
         customer_id_label=cfg.portal.customer_id_label,
         # Room for the attachments the same mail could carry, plus the form around them.
         max_body_bytes=cfg.inbound.max_message_bytes + 1024 * 1024,
-        csrf_key=hashlib.sha256(b"mailgate.csrf" + cfg.secret()).digest(),
+        csrf_key=app.keys.key(Purpose.CSRF),
         templates=TEMPLATES / "portal",
     )
     # /healthz and /metrics live on the portal unless [metrics] listen gives them their own.

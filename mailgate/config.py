@@ -28,8 +28,9 @@ class MailgateSection:
     hostname: str = "localhost"
     data_dir: Path = Path("var")
     secret_key: str = ""
-    secret_key_file: str = ""
+    secret_key_file: str = ""  # "" with no secret_key: data_dir/secret, created on first start
     default_locale: str = "fr"
+    default_timezone: str = "Europe/Paris"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class InboundSection:
     max_received_headers: int = 50
     parse_timeout_seconds: float = 30.0
     parse_workers: int = 2
+    max_recipients: int = 100  # RCPT per transaction; more get 452 (RFC 5321 4.5.3.1.8)
+    # Message bytes all DATA transactions in flight may hold; a new DATA beyond it gets 452.
+    max_inflight_bytes: int = 268435456
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class OutboundSection:
     retry_max_seconds: float = 3600.0
     auto_per_hour: int = 5
     auto_per_day: int = 10
+    first_contact_per_hour: int = 200  # mail to never-heard-from addresses, all together
+    agent_notifications_per_hour: int = 30  # per agent; beyond, one digest a period
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,12 @@ class TicketsSection:
 class SecuritySection:
     authserv_id: str = ""
     require_dmarc_for_threading: bool = False
+    verify_sender: str = "auto"  # "auto": SPF/DKIM/DMARC ourselves when no authserv_id; "off"
+    dns_resolver: str = ""  # "host:port"; "" = the system's resolver
+    dns_timeout_seconds: float = 2.0  # all DNS work for one message, together
+    hold_verification_mail: bool = True  # third-party sign-up codes and links: quarantined
+    verification_senders: list[str] = field(default_factory=list)  # more no-reply local parts
+    verification_phrases: list[str] = field(default_factory=list)  # more phrases (regexes)
 
 
 @dataclass(frozen=True)
@@ -135,10 +147,10 @@ class Config:
     def support_address(self) -> str:
         return self.addresses.support
 
-    def secret(self) -> bytes:
-        if self.mailgate.secret_key_file:
-            return Path(self.mailgate.secret_key_file).read_bytes().strip()
-        return self.mailgate.secret_key.encode()
+    @property
+    def secret_file(self) -> Path:
+        """Where the secret is kept when the config gives none inline."""
+        return Path(self.mailgate.secret_key_file or self.data_dir / "secret")
 
 
 _SECTIONS: dict[str, type] = {
@@ -233,10 +245,8 @@ def _validate(cfg: Config) -> None:
     m = cfg.mailgate
     if m.default_locale not in ("fr", "en"):
         raise ConfigError('mailgate.default_locale: expected "fr" or "en"')
-    if not m.secret_key and not m.secret_key_file:
-        raise ConfigError("mailgate.secret_key: set secret_key or secret_key_file")
-    if m.secret_key_file and not Path(m.secret_key_file).is_file():
-        raise ConfigError(f"mailgate.secret_key_file: no such file {m.secret_key_file}")
+    if m.secret_key and m.secret_key_file:
+        raise ConfigError("mailgate.secret_key: set secret_key or secret_key_file, not both")
     if not re.fullmatch(r"[A-Za-z0-9.-]+", m.hostname):
         raise ConfigError("mailgate.hostname: expected a host name")
     if not ADDR_RE.match(cfg.addresses.support) or "+" in cfg.addresses.support.split("@")[0]:
@@ -267,6 +277,18 @@ def _validate(cfg: Config) -> None:
         re.compile(cfg.portal.customer_id_pattern)
     except re.error as exc:
         raise ConfigError(f"portal.customer_id_pattern: {exc}") from None
+    _validate_security(cfg)
+    if not 1 <= cfg.inbound.max_recipients <= 1000:
+        raise ConfigError("inbound.max_recipients: expected 1 to 1000 (RFC 5321 asks for 100)")
+    if cfg.inbound.max_inflight_bytes < cfg.inbound.max_message_bytes:
+        raise ConfigError(
+            "inbound.max_inflight_bytes: must be at least inbound.max_message_bytes, or no "
+            "message of the largest allowed size could ever be received"
+        )
+    if cfg.outbound.first_contact_per_hour < 1:
+        raise ConfigError("outbound.first_contact_per_hour: must be at least 1")
+    if cfg.outbound.agent_notifications_per_hour < 1:
+        raise ConfigError("outbound.agent_notifications_per_hour: must be at least 1")
     for i, box in enumerate(cfg.imap.mailboxes):
         key = f"imap.mailboxes[{i}]"
         if not box.host or not box.username:
@@ -277,6 +299,29 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.password: set password or password_file")
         if box.address and not ADDR_RE.match(box.address):
             raise ConfigError(f"{key}.address: not an e-mail address")
+
+
+def _validate_security(cfg: Config) -> None:
+    sec = cfg.security
+    if sec.verify_sender not in ("auto", "off"):
+        raise ConfigError('security.verify_sender: expected "auto" or "off"')
+    if sec.dns_resolver:
+        host, sep, port = sec.dns_resolver.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"security.dns_resolver: expected HOST:PORT, got {sec.dns_resolver!r}")
+    if not 0 < sec.dns_timeout_seconds <= 30:
+        raise ConfigError("security.dns_timeout_seconds: expected more than 0, at most 30")
+    if sec.require_dmarc_for_threading and not sec.authserv_id and sec.verify_sender == "off":
+        # Settings that cannot work together: nobody would ever say DMARC passed or failed.
+        raise ConfigError(
+            "security.require_dmarc_for_threading: needs a trusted security.authserv_id (the MTA "
+            'that stamps Authentication-Results) or security.verify_sender = "auto"'
+        )
+    for i, pattern in enumerate(sec.verification_senders + sec.verification_phrases):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"security.verification_*[{i}]: {exc}") from None
 
 
 def load(path: str | Path | None = None, environ: typing.Mapping[str, str] | None = None) -> Config:

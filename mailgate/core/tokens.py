@@ -5,8 +5,7 @@
   ticket and the account it was sent to, truncated to 100 bits (20 characters): the issue asks
   for at least 96, and with 10-digit ids `support+TOKEN@example.com` stays under 64 characters.
   itsdangerous' base64 signatures are case-sensitive, so this one signer uses the stdlib hmac
-  directly; the key is derived from the secret per purpose exactly as itsdangerous derives its
-  keys. They do not expire: a customer may answer a months-old mail (a closed ticket then gets
+  directly, with the reply-token key that mailgate.keys derives for this purpose alone. They do not expire: a customer may answer a months-old mail (a closed ticket then gets
   a follow-up).
 - Links (activate, reset) use itsdangerous' URL-safe timed serializer with its own salt, an
   expiry read from the injected clock, and the account's security stamp, so a link dies after
@@ -39,21 +38,17 @@ class ReplyToken:
     account_id: int
 
 
-def _derive(secret: bytes, purpose: str) -> bytes:
-    return hashlib.sha256(b"mailgate." + purpose.encode() + b"signer" + secret).digest()
-
-
-def _reply_mac(secret: bytes, ticket_id: str, account_id: str) -> str:
-    key = _derive(secret, "reply")
+def _reply_mac(key: bytes, ticket_id: str, account_id: str) -> str:
     mac = hmac.new(key, f"{ticket_id}:{account_id}".encode(), hashlib.sha256).digest()
     return base64.b32encode(mac[:15]).decode().lower()[:REPLY_MAC_CHARS]
 
 
-def make_reply_token(secret: bytes, ticket_id: int, account_id: int) -> str:
-    return f"{ticket_id}-{account_id}-{_reply_mac(secret, str(ticket_id), str(account_id))}"
+def make_reply_token(key: bytes, ticket_id: int, account_id: int) -> str:
+    """`key` is the reply-token key (mailgate.keys, Purpose.REPLY), never the secret itself."""
+    return f"{ticket_id}-{account_id}-{_reply_mac(key, str(ticket_id), str(account_id))}"
 
 
-def read_reply_token(secret: bytes, token: str) -> ReplyToken | None:
+def read_reply_token(key: bytes, token: str) -> ReplyToken | None:
     """The ticket and account a token was made for, or None if forged, altered or foreign."""
     # ASCII only: str.lower() maps a few non-ASCII letters onto ASCII (KELVIN SIGN -> "k").
     # fullmatch, not match + "$", which would accept a trailing newline.
@@ -61,7 +56,7 @@ def read_reply_token(secret: bytes, token: str) -> ReplyToken | None:
     if not match:
         return None
     ticket, account, mac = match.groups()
-    if not hmac.compare_digest(mac, _reply_mac(secret, ticket, account)):
+    if not hmac.compare_digest(mac, _reply_mac(key, ticket, account)):
         return None
     return ReplyToken(ticket_id=int(ticket), account_id=int(account))
 
@@ -78,8 +73,8 @@ class _ClockSigner(TimestampSigner):
 class LinkTokens:
     """Signed, expiring tokens for links in mail (activation, password reset)."""
 
-    def __init__(self, secret: bytes, now: Any) -> None:
-        self._secret = secret
+    def __init__(self, key: bytes, now: Any) -> None:
+        self._secret = key  # the links key (mailgate.keys), one salt per link purpose below
         self._now = now
 
     def _serializer(self, purpose: str) -> URLSafeTimedSerializer:

@@ -94,7 +94,7 @@ class Ingestor:
         blobs: BlobStore,
         conversations: Conversations,
         addresses: AddressBook,
-        secret: bytes,
+        reply_key: bytes,
         hostname: str,
         clock: Clock,
         max_message_bytes: int,
@@ -109,7 +109,7 @@ class Ingestor:
         self.blobs = blobs
         self.conversations = conversations
         self.addresses = addresses
-        self.secret = secret
+        self.reply_key = reply_key
         self.hostname = hostname
         self.clock = clock
         self.max_message_bytes = max_message_bytes
@@ -490,7 +490,7 @@ class Ingestor:
                 )
 
         if rcpt.detail:
-            token = read_reply_token(self.secret, rcpt.detail)
+            token = read_reply_token(self.reply_key, rcpt.detail)
             # A token is bound to the person it was sent to: anyone else holding it is treated
             # like a stranger (it may have been forwarded, or leaked).
             if token is not None and sender is not None and sender.id == token.account_id:

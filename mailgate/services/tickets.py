@@ -58,6 +58,10 @@ class Incoming:
     raw_sha256: str | None
     channel: str
     automatic: bool = False
+    # The sender's address was shown to be theirs (DMARC, or aligned SPF/DKIM, by our MTA or by
+    # our own checks): only then may mail to a never-heard-from address echo their text.
+    sender_verified: bool = False
+    sender_auth: str = ""  # the verdict recorded on the message: pass | fail | none | ""
 
 
 class Conversations:
@@ -68,20 +72,20 @@ class Conversations:
         mailer: Mailer,
         blobs: BlobStore,
         addresses: AddressBook,
-        secret: bytes,
+        reply_key: bytes,
         clock: Clock,
     ) -> None:
         self.accounts = accounts
         self.mailer = mailer
         self.blobs = blobs
         self.addresses = addresses
-        self.secret = secret
+        self.reply_key = reply_key
         self.clock = clock
 
     # -- helpers -------------------------------------------------------------------------
 
     def reply_address(self, ticket_id: int, account_id: int) -> str:
-        return self.addresses.reply_address(make_reply_token(self.secret, ticket_id, account_id))
+        return self.addresses.reply_address(make_reply_token(self.reply_key, ticket_id, account_id))
 
     def ticket_url(self, ticket_id: int) -> str:
         return self.mailer.url(f"/tickets/{ticket_id}")

@@ -66,6 +66,10 @@ class Message(SQLModel, table=True):
     raw_sha256: str | None = Field(default=None, max_length=64)
     matched_by: str = Field(default="new", max_length=32)
     channel: str = Field(default="smtp", max_length=16)
+    # SPF/DKIM/DMARC verdict on the From address when it arrived: pass | fail | none | "".
+    sender_auth: str = Field(default="", max_length=16)
+    # Mail with an agent's From that could not be shown to come from that agent.
+    unverified_sender: bool = Field(default=False)
     created_at: datetime = Field(sa_column=_ts())
 
 
@@ -133,6 +137,9 @@ class Outbox(SQLModel, table=True):
     last_error: str = Field(default="", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(sa_column=_ts(index=True))
     sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # Why the row waits or was not sent (first-contact cap, per-address cap, suppression).
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    first_contact: bool = Field(default=False)  # to an address we never heard from
 
 
 class Collaborator(SQLModel, table=True):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from mailgate.keys import Purpose
 from mailgate.core.tokens import ACTIVATE, LinkTokens
 from mailgate.store.models import Message, Receipt, Ticket
 from tests.conftest import make_mail, send
@@ -123,7 +124,7 @@ def test_activation_only_for_a_new_account_with_a_72_hour_link(
         account = mailgate.app.accounts.account_for_link(session, ACTIVATE, token)
         assert account is not None and account.email == JEAN
     now = datetime.now(UTC)
-    secret = mailgate.config.secret()
+    secret = mailgate.app.keys.key(Purpose.LINKS)
     assert LinkTokens(secret, lambda: now + timedelta(hours=71)).read(ACTIVATE, token)
     assert LinkTokens(secret, lambda: now + timedelta(hours=73)).read(ACTIVATE, token) is None
 

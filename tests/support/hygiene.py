@@ -297,7 +297,7 @@ def peer_config(tmp: Path, *, hostname: str, support: str, smtp_port: int, relay
 [mailgate]
 hostname = "{hostname}"
 data_dir = "data"
-secret_key = "secret-of-{hostname}"
+secret_key = "secret-of-{hostname}-that-is-long-enough-to-sign"
 
 [database]
 url = "sqlite:///{folder / 'mailgate.db'}"

@@ -129,7 +129,6 @@ def write_config(
 [mailgate]
 hostname = "mg.test"
 data_dir = "data"
-secret_key = "test-secret-key"
 default_locale = "fr"
 
 [database]

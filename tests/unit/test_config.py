@@ -13,9 +13,10 @@ import pytest
 
 from mailgate import config as config_mod
 from mailgate.errors import ConfigError
+from mailgate.keys import load_secret
 
 ROOT = Path(__file__).resolve().parents[2]
-MINIMAL = '[mailgate]\nsecret_key = "s3cret"\n'
+MINIMAL = '[mailgate]\nsecret_key = "s3cret-for-tests-that-is-32-bytes-long"\n'
 
 
 def write(folder: Path, text: str) -> Path:
@@ -74,7 +75,7 @@ def test_unknown_keys_are_refused_by_name(tmp_path: Path, toml: str, key: str):
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path: Path, toml: str, key: str):
     if toml.startswith("[mailgate]"):
-        text = toml + 'secret_key = "s3cret"\n'
+        text = toml + 'secret_key = "s3cret-for-tests-that-is-32-bytes-long"\n'
     else:
         text = MINIMAL + toml
     with pytest.raises(ConfigError) as err:
@@ -82,9 +83,14 @@ def test_bad_values_are_refused_naming_the_key(tmp_path: Path, toml: str, key: s
     assert key in str(err.value)
 
 
-def test_a_missing_secret_is_refused(tmp_path: Path):
+def test_no_secret_means_the_secret_file_in_data_dir(tmp_path: Path):
+    cfg = load(tmp_path, '[mailgate]\nhostname = "mg.test"\ndata_dir = "var"\n')
+    assert cfg.secret_file == (tmp_path / "var" / "secret").resolve()
+
+
+def test_a_secret_and_a_secret_file_together_are_refused(tmp_path: Path):
     with pytest.raises(ConfigError) as err:
-        load(tmp_path, '[mailgate]\nhostname = "mg.test"\n')
+        load(tmp_path, MINIMAL + 'secret_key_file = "secret"\n')
     assert "mailgate.secret_key" in str(err.value)
 
 
@@ -93,7 +99,8 @@ def test_relative_paths_resolve_against_the_config_files_folder(
 ):
     folder = tmp_path / "etc" / "mailgate"
     write(folder, "")
-    (folder / "secret").write_text("from-a-file\n")
+    (folder / "secret").write_text("from-a-file-" + "x" * 32 + "\n")
+    (folder / "secret").chmod(0o600)
     path = write(
         folder,
         """
@@ -116,7 +123,8 @@ transport = "maildir:../var/sent"
     assert cfg.data_dir == var
     assert cfg.database.url == f"sqlite:///{var / 'mailgate.db'}"
     assert cfg.outbound.transport == f"maildir:{var / 'sent'}"
-    assert cfg.secret() == b"from-a-file"
+    assert cfg.secret_file == folder / "secret"
+    assert load_secret("", cfg.secret_file) == b"from-a-file-" + b"x" * 32
 
 
 def test_absolute_paths_are_kept(tmp_path: Path):
