@@ -308,7 +308,9 @@ def _validate_security(cfg: Config) -> None:
     if sec.dns_resolver:
         host, sep, port = sec.dns_resolver.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"security.dns_resolver: expected HOST:PORT, got {sec.dns_resolver!r}")
+            raise ConfigError(
+                f"security.dns_resolver: expected HOST:PORT, got {sec.dns_resolver!r}"
+            )
     if not 0 < sec.dns_timeout_seconds <= 30:
         raise ConfigError("security.dns_timeout_seconds: expected more than 0, at most 30")
     if sec.require_dmarc_for_threading and not sec.authserv_id and sec.verify_sender == "off":

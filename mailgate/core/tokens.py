@@ -5,7 +5,8 @@
   ticket and the account it was sent to, truncated to 100 bits (20 characters): the issue asks
   for at least 96, and with 10-digit ids `support+TOKEN@example.com` stays under 64 characters.
   itsdangerous' base64 signatures are case-sensitive, so this one signer uses the stdlib hmac
-  directly, with the reply-token key that mailgate.keys derives for this purpose alone. They do not expire: a customer may answer a months-old mail (a closed ticket then gets
+  directly, with the reply-token key that mailgate.keys derives for this purpose
+  alone. They do not expire: a customer may answer a months-old mail (a closed ticket then gets
   a follow-up).
 - Links (activate, reset) use itsdangerous' URL-safe timed serializer with its own salt, an
   expiry read from the injected clock, and the account's security stamp, so a link dies after

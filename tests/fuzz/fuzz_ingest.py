@@ -52,7 +52,7 @@ def build_ingestor(folder: Path) -> Any:
 
     cfg = config_mod.from_dict(
         {
-            "mailgate": {"hostname": "fuzz.test", "data_dir": "data", "secret_key": "fuzz-secret-of-thirty-two-bytes-or-more"},
+            "mailgate": {"hostname": "fuzz.test", "data_dir": "data", "secret_key": "f" * 32},
             "inbound": {"smtp_listen": "", "lmtp_listen": ""},
             "outbound": {"transport": "maildir:sent"},
             "portal": {"listen": ""},

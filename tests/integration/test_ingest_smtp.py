@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from mailgate.keys import Purpose
 from mailgate.core.tokens import ACTIVATE, LinkTokens
+from mailgate.keys import Purpose
 from mailgate.store.models import Message, Receipt, Ticket
 from tests.conftest import make_mail, send
 from tests.support.mailflow import (
