@@ -79,6 +79,7 @@ class InboundHandler:
             recipients=tuple(rcpts),
             channel=self.channel,
             peer=_peer(session),
+            helo=session.host_name or "",
         )
         started = time.monotonic()
         try:

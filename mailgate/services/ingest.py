@@ -53,7 +53,8 @@ class Envelope:
     mail_from: str | None  # "" is the null sender <>; None when unknown (IMAP, import)
     recipients: tuple[str, ...]
     channel: str = "smtp"
-    peer: str = ""
+    peer: str = ""  # "ip:port" of the SMTP client ("" when unknown: IMAP, deliver, import)
+    helo: str = ""  # the name the SMTP client gave in HELO/EHLO (SPF checks it)
     send_mail: bool = True  # `mailgate import` loads history without mailing anyone
     dmarc_failed: bool = False  # our MTA says DMARC failed: never threads, gets no mail
 
