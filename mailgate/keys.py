@@ -66,7 +66,9 @@ def check_secret(secret: bytes, key_name: str) -> None:
         "remove secret_key (mailgate then creates a random one in data_dir/secret), or set it "
         'to the output of: python3 -c "import secrets; print(secrets.token_urlsafe(48))"'
     )
-    if secret.decode("utf-8", "replace").strip() in KNOWN_SECRETS:
+    text = secret.decode("utf-8", "replace").strip()
+    # "<...>" is how documentation writes a placeholder: never a value someone generated.
+    if text in KNOWN_SECRETS or (text.startswith("<") and text.endswith(">")):
         raise ConfigError(f"{key_name}: this value is printed in the documentation; {fix}")
     if len(secret) < MIN_SECRET_BYTES:
         raise ConfigError(

@@ -1,9 +1,18 @@
 """SMTP and LMTP listeners (aiosmtpd) on the serve loop.
 
-Unknown recipients are refused at RCPT (550); SIZE is advertised and enforced (552). DATA is
-answered 250 only after Ingestor.ingest committed; parsing and database work run in a worker
-thread so the loop keeps serving other sessions. No reply ever carries exception text: every
-unexpected error becomes a 451 and a logged traceback.
+Unknown recipients are refused at RCPT (550), and recipients beyond `max_recipients` get 452
+(RFC 5321 4.5.3.1.8). SIZE is advertised and enforced (552); it is the only limit on the data:
+a line of any length is accepted (scripts write 5,000-byte lines; RFC 5321's 1,000 is a
+"should" for senders, and refusing them loses real mail). DATA is answered 250 only after
+Ingestor.ingest committed; parsing and database work run in a worker thread so the loop keeps
+serving other sessions. No reply ever carries exception text: every unexpected error becomes
+a 451 and a logged traceback. Replies stay under RFC 5321's 512 octets.
+
+Memory bound: every DATA reserves, before its content is read, the size the client declared
+(MAIL FROM SIZE=) or else max_message_bytes, from one budget shared by the SMTP and LMTP
+listeners (`[inbound] max_inflight_bytes`). A DATA that does not fit is answered 452 and read
+no further; the reservation is released when the mail was stored or refused, or when the
+client went away (then once the worker storing it has finished).
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import time
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
@@ -23,6 +32,29 @@ from mailgate.metrics import Metrics
 from mailgate.services.ingest import Envelope, Ingestor
 
 TEMP_REPLY = "451 4.3.0 Temporary local problem, please try again later"
+BUSY_REPLY = "452 4.3.1 Insufficient system storage, try again later"
+TOO_MANY_RCPTS_REPLY = "452 4.5.3 Too many recipients"
+TOO_BIG_REPLY = "552 5.3.4 Message too big for system"
+MAX_TICKETS_SHOWN = 200  # characters of ticket numbers in a 250: far below 512 octets
+DEFAULT_MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: a server must accept at least 100
+
+
+class DataBudget:
+    """The message bytes that DATA transactions in flight may hold together (one event loop:
+    no lock needed). Reserved before the content is read, released when it is let go."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def reserve(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.used -= size
 
 
 class InFlight:
@@ -51,12 +83,18 @@ class InboundHandler:
         inflight: InFlight,
         on_stored: Any = None,
         metrics: Metrics | None = None,
+        *,
+        max_recipients: int = DEFAULT_MAX_RECIPIENTS,
+        budget: DataBudget | None = None,
     ):
         self.ingestor = ingestor
         self.channel = channel
         self.inflight = inflight
         self.on_stored = on_stored
         self.metrics = metrics or Metrics()
+        self.max_recipients = max_recipients
+        # Shared by every listener of the process (app.py passes one); unbounded alone.
+        self.budget = budget or DataBudget(2**62)
 
     async def handle_RCPT(
         self,
@@ -66,6 +104,10 @@ class InboundHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            # The client sends the rest in another transaction (RFC 5321 4.5.3.1.10).
+            logs.info("smtp.too_many_rcpts", channel=self.channel, peer=_peer(session))
+            return TOO_MANY_RCPTS_REPLY
         if self.ingestor.addresses.resolve(address) is None:
             logs.info("smtp.rcpt_refused", channel=self.channel, peer=_peer(session), rcpt=address)
             return "550 5.1.1 Mailbox unavailable"
@@ -102,8 +144,7 @@ class InboundHandler:
             self.metrics.message(self.channel, d.outcome, elapsed)
         if self.on_stored is not None:
             self.on_stored()
-        tickets = ",".join(str(d.ticket_id) for d in deliveries if d.ticket_id)
-        return f"250 2.0.0 Stored{f' (ticket {tickets})' if tickets else ''}"
+        return stored_reply([d.ticket_id for d in deliveries if d.ticket_id])
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
         return await self._store(session, envelope, list(envelope.rcpt_tos))
@@ -116,28 +157,144 @@ class InboundHandler:
 
 
 class LmtpHandler(InboundHandler):
-    """RFC 2033: one reply per recipient after DATA, each stored on its own."""
+    """RFC 2033: one reply per recipient after DATA. The message is stored once for all of
+    them (one message is one ticket, whichever of our addresses it was sent to), so every
+    recipient gets that one outcome."""
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
-        replies = [await self._store(session, envelope, [rcpt]) for rcpt in envelope.rcpt_tos]
-        return "\r\n".join(replies)
+        reply = await self._store(session, envelope, list(envelope.rcpt_tos))
+        return "\r\n".join([reply] * len(envelope.rcpt_tos))
 
 
-# The replies aiosmtpd itself gives after the data when it refused to keep it (too big, or a
-# line over 1000 bytes): one line, whatever the number of recipients.
-_DATA_REFUSALS = ("552 Error: Too much mail data", "500 Line too long")
+def stored_reply(ticket_ids: list[int]) -> str:
+    """The 250 after DATA, its list of tickets cut short so the line stays well under 512."""
+    ids = [str(t) for t in dict.fromkeys(ticket_ids)]
+    shown: list[str] = []
+    for tid in ids:
+        if sum(len(x) + 1 for x in shown) + len(tid) > MAX_TICKETS_SHOWN:
+            break
+        shown.append(tid)
+    if not shown:
+        return "250 2.0.0 Stored"
+    more = f" and {len(ids) - len(shown)} more" if len(shown) < len(ids) else ""
+    return f"250 2.0.0 Stored (ticket {','.join(shown)}{more})"
 
 
-class PerRecipientLMTP(LMTP):
+def _declared_size(mail_options: list[str]) -> int:
+    """The client's SIZE= from MAIL FROM (RFC 1870), 0 when it gave none."""
+    for option in mail_options:
+        key, _, value = option.partition("=")
+        if key.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
+
+
+class MailgateSMTP(SMTP):
+    """aiosmtpd's SMTP with our DATA: a memory reservation before the content is read, and
+    no line-length refusal (aiosmtpd answers "500 Line too long" past 1,000 bytes and has no
+    setting for it: its `line_length_limit` is also the stream buffer's size)."""
+
+    event_handler: InboundHandler
+
+    async def refuse_data(self, status: str) -> None:
+        """The reply after the final dot when the data was not kept: one, for SMTP."""
+        await self.push(status)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        budget = self.event_handler.budget
+        limit = self.data_size_limit or 0
+        reserved = min(_declared_size(self.envelope.mail_options) or limit, limit) or limit
+        if not budget.reserve(reserved):
+            logs.warning(
+                "smtp.memory_busy", peer=_peer(self.session), want=reserved, used=budget.used
+            )
+            self._set_post_data_state()  # the transaction is over: MAIL FROM again
+            await self.push(BUSY_REPLY)
+            return
+        handed_over = False
+        try:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            content, refusal, reserved = await self._read_data(budget, reserved, limit)
+            if refusal:
+                await self.refuse_data(refusal)
+                self._set_post_data_state()
+                return
+            self.envelope.content = self.envelope.original_content = content
+            del content
+            # The handler stores in a worker thread that a lost connection cannot stop: the
+            # bytes stay reserved until it is done, not merely until this coroutine is.
+            task = asyncio.ensure_future(self._call_handler_hook("DATA"))
+            handed_over = True
+            held = reserved
+            task.add_done_callback(lambda _t: budget.release(held))
+            status = await asyncio.shield(task)
+        finally:
+            if not handed_over:
+                budget.release(reserved)
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(
+        self, budget: DataBudget, reserved: int, limit: int
+    ) -> tuple[bytes, str, int]:
+        """Read up to the lone dot: (content, "" or the refusal, bytes now reserved). Over the
+        size limit or the budget the data is dropped but read to its end (RFC 5321 4.2.5)."""
+        chunks: list[bytes] = []
+        size = 0
+        refusal = ""
+        mid_line = False
+        while self.transport is not None:
+            try:
+                chunk = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                # A line longer than the stream buffer: take it in pieces, it is not refused.
+                chunk = await self._reader.read(exc.consumed)
+            except asyncio.CancelledError:  # the connection was lost
+                self._writer.close()
+                raise
+            if not mid_line:
+                if chunk == b".\r\n":
+                    break
+                if chunk.startswith(b"."):  # dot-unstuffing (RFC 5321 4.5.2)
+                    chunk = chunk[1:]
+            mid_line = not chunk.endswith(b"\r\n")
+            size += len(chunk)
+            if not refusal and limit and size > limit:
+                refusal = TOO_BIG_REPLY
+            elif not refusal and size > reserved:
+                # More than the client declared: take the rest of max_message_bytes at once.
+                grow = max(limit - reserved, size - reserved)
+                if budget.reserve(grow):
+                    reserved += grow
+                else:
+                    refusal = BUSY_REPLY
+            if refusal:
+                chunks.clear()  # let go of the bytes now, keep reading to the dot
+            else:
+                chunks.append(chunk)
+        content = b"".join(chunks)
+        chunks.clear()
+        return content, refusal, reserved
+
+
+class PerRecipientLMTP(MailgateSMTP, LMTP):
     """RFC 2033 wants one reply per accepted recipient after DATA, refusals included; a single
     reply leaves the client (Postfix) waiting for the rest until it times out."""
 
-    async def push(self, status: Any) -> None:
-        text = status.decode() if isinstance(status, bytes) else str(status)
-        if text.startswith(_DATA_REFUSALS) and self.envelope is not None:
-            for _ in self.envelope.rcpt_tos[1:]:
-                await super().push(status)
-        await super().push(status)
+    async def refuse_data(self, status: str) -> None:
+        assert self.envelope is not None
+        for _ in self.envelope.rcpt_tos:
+            await self.push(status)
 
 
 def _peer(session: SmtpSession) -> str:
@@ -151,9 +308,9 @@ async def start_listener(
     listen: str, handler: InboundHandler, *, lmtp: bool, hostname: str, max_bytes: int
 ) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    cls = PerRecipientLMTP if lmtp else SMTP
+    cls = PerRecipientLMTP if lmtp else MailgateSMTP
 
-    def factory() -> SMTP:
+    def factory() -> MailgateSMTP:
         return cls(
             handler,
             hostname=hostname,

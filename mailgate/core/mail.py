@@ -13,7 +13,8 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.errors import MessageError
+from email import policy
+from email.errors import InvalidHeaderDefect, MessageError
 from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
@@ -68,6 +69,9 @@ class InboundMail:
     attachments: tuple[Attachment, ...]
     locale: str | None
     defects: tuple[str, ...]
+    # From could name more than one person (several addresses, several From fields, an
+    # address-like display name outside quotes): the mail then counts as from a stranger.
+    sender_ambiguous: bool = False
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()
@@ -107,6 +111,36 @@ def _addresses(values: list[str]) -> list[tuple[str, str]]:
         if at and local and domain and not _BAD_ADDR.search(addr) and "@" not in local:
             pairs.append((decode_value(name).strip(), addr))
     return pairs
+
+
+def strict_sender(values: list[object]) -> tuple[str, str] | None:
+    """(name, address) of the one person in From, read as RFC 5322 says; None if ambiguous.
+
+    The address is the one in angle brackets: a display name that looks like an address
+    (`"boss@ours" <x@evil>`) is only a name, and is dropped so nobody is shown it as one.
+    Several addresses, several From fields, or a value the strict parser had to guess at
+    (`boss@ours <x@evil>`, which lenient parsers read as two addresses) give None."""
+    if len(values) != 1:
+        return None
+    value = values[0]
+    if isinstance(value, Header):  # raw 8-bit: keep the bytes' text, names decode later
+        value = "".join(
+            b.decode("utf-8", "replace") if isinstance(b, bytes) else b
+            for b, _ in decode_header(value)
+        )
+    try:
+        header = policy.default.header_factory("From", " ".join(str(value).split()))
+        addresses = header.addresses  # type: ignore[attr-defined]
+    except Exception:  # the strict parser refuses it outright: nobody we can name
+        return None
+    if len(addresses) != 1 or any(isinstance(d, InvalidHeaderDefect) for d in header.defects):
+        return None
+    addr = str(addresses[0].addr_spec).strip().lower()
+    local, at, domain = addr.rpartition("@")
+    if not (at and local and domain) or _BAD_ADDR.search(addr) or "@" in local:
+        return None
+    name = " ".join(str(addresses[0].display_name).split())
+    return ("" if "@" in name else name), addr
 
 
 def message_ids(value: object) -> tuple[str, ...]:
@@ -257,10 +291,12 @@ def parse_mail(raw: bytes) -> InboundMail:
         raise MailParseError(f"broken MIME structure: {', '.join(fatal)}")
     if not msg.keys():
         raise MailParseError("no header fields")
-    senders = _addresses(msg.get_all("From", []))
+    from_values = msg.get_all("From", [])
+    senders = _addresses(from_values)
     if not senders:
         raise MailParseError("no From address")
-    from_name, from_addr = senders[0]
+    strict = strict_sender(from_values)
+    from_name, from_addr = strict if strict is not None else ("", senders[0][1])
     raw_id = message_ids(msg.get("Message-ID"))
     message_id = raw_id[0] if raw_id else ""
     text, html, attachments = _bodies_and_attachments(msg)
@@ -283,4 +319,5 @@ def parse_mail(raw: bytes) -> InboundMail:
         attachments=attachments,
         locale=_locale(msg),
         defects=tuple(defects),
+        sender_ambiguous=strict is None,
     )

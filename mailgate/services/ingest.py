@@ -26,10 +26,11 @@ from mailgate.core.bounces import Bounce, parse_dsn
 from mailgate.core.mail import InboundMail, MailParseError, parse_mail, synthesize_message_id
 from mailgate.core.match import Candidate, choose, subject_ticket_ids
 from mailgate.core.tokens import read_reply_token
-from mailgate.core.verification import third_party_verification
+from mailgate.core import verification
 from mailgate.errors import MailgateError, Rejected, TempFailure, TooLarge
 from mailgate.services import poison
 from mailgate.services.commit import GroupCommitter
+from mailgate.services import sender_trust
 from mailgate.services.tickets import Conversations, Incoming, NewAttachment
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
@@ -60,6 +61,21 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class Trust:
+    """What is known of the From address (SPF/DKIM/DMARC, by our MTA or by our own checks)."""
+
+    verdict: str = ""  # pass | fail | none; "" when nothing is checked (no authserv_id, "off")
+    detail: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return self.verdict == "pass"
+
+
+UNCHECKED = Trust()
+
+
+@dataclass(frozen=True)
 class Delivery:
     recipient: str
     outcome: str  # ticketed | duplicate | automatic | loop | bounce | quarantined
@@ -67,8 +83,29 @@ class Delivery:
     message_id: str = ""
 
 
-def dedupe_key(message_id: str, recipient: str) -> str:
-    return "m:" + hashlib.sha256(f"{message_id}\n{recipient}".encode()).hexdigest()
+def dedupe_key(message_id: str, sender: str, body_sha256: str) -> str:
+    """One key per message, whichever of our addresses it came to (one message, one ticket),
+    bound to its sender and content: a third party who guesses a Message-ID cannot make the
+    real mail vanish as a "duplicate" without also writing its exact body as its sender."""
+    return "r:" + hashlib.sha256(f"{message_id}\n{sender}\n{body_sha256}".encode()).hexdigest()
+
+
+def body_digest(raw: bytes) -> str:
+    """sha256 of the body, line endings normalised: the same mail by SMTP, IMAP or a retry
+    through another relay (other Received: lines) has the same digest."""
+    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
+    cut = min((i + n for i, n in ((crlf, 4), (lf, 2)) if i >= 0), default=len(raw))
+    return hashlib.sha256(raw[cut:].replace(b"\r\n", b"\n").rstrip()).hexdigest()
+
+
+def delivery_order(recipients: list[Recipient], reply_key: bytes) -> list[Recipient]:
+    """The recipient that decides: a genuine reply token first, then an address with a
+    category (support+anything@ is plain support@)."""
+
+    def rank(r: Recipient) -> tuple[bool, bool]:
+        return read_reply_token(reply_key, r.detail) is None, r.category is None
+
+    return sorted(recipients, key=rank)
 
 
 def count_received(raw: bytes) -> int:
@@ -104,6 +141,8 @@ class Ingestor:
         parse: Callable[[bytes], InboundMail] = parse_mail,
         authserv_id: str = "",
         require_dmarc_for_threading: bool = False,
+        verifier: sender_trust.SenderVerifier | None = None,
+        verification_rules: verification.VerificationRules | None = None,
         max_crashes: int = poison.MAX_CRASHES,
     ) -> None:
         self.db = db
@@ -119,6 +158,9 @@ class Ingestor:
         self.parse = parse  # in a worker process with a deadline under `serve`
         self.authserv_id = authserv_id
         self.require_dmarc_for_threading = require_dmarc_for_threading
+        # Our own SPF/DKIM/DMARC checks, when no MTA in front of us is trusted to stamp them.
+        self.verifier = None if authserv_id else verifier
+        self.verification_rules = verification_rules or getattr(verification, "DEFAULT_RULES", None)  # TODO-LEAD
         self.max_crashes = max_crashes
 
     # -- entry point -------------------------------------------------------------------
@@ -137,10 +179,13 @@ class Ingestor:
             raise TooLarge("message too big")
         if count_received(raw) >= self.max_received_headers:
             raise Rejected("too many hops, mail loop?", code=554, status="5.4.6")
-        recipients = [self.check_recipient(r) for r in envelope.recipients] or [
-            self.check_recipient(self.addresses.support)
-        ]
+        recipients = delivery_order(
+            [self.check_recipient(r) for r in envelope.recipients]
+            or [self.check_recipient(self.addresses.support)],
+            self.reply_key,
+        )
         sha = self.blobs.put(raw)
+        body_sha = body_digest(raw)
         mail: InboundMail | None = None
         try:
             try:
@@ -148,16 +193,21 @@ class Ingestor:
                 problem = ""
             except MailParseError as exc:
                 problem = str(exc)
+            trust = UNCHECKED
             if mail is not None:
                 # fsync attachments here, in the caller's thread, not in the single writer's
                 # transaction (which then only finds them present).
                 for part in mail.attachments:
                     self.blobs.put(part.payload)
-                envelope = self._authenticate(mail, envelope)
+                trust = self.sender_trust(raw, mail, envelope)
+                envelope = self._authenticate(mail, envelope, trust)
             parsed, env = mail, envelope
 
             def job(session: Session) -> list[Delivery]:
-                return [self._one(session, raw, sha, parsed, problem, r, env) for r in recipients]
+                return [
+                    self._one(session, raw, sha, body_sha, parsed, problem, r, env, trust)
+                    for r in recipients
+                ]
 
             deliveries = self.committer.run(job)
         except MailgateError:
@@ -176,11 +226,38 @@ class Ingestor:
             )
         return deliveries
 
-    def _authenticate(self, mail: InboundMail, envelope: Envelope) -> Envelope:
-        """Read our MTA's DMARC verdict; a failed one may open a ticket and nothing more."""
+    @property
+    def trust_required(self) -> bool:
+        """Whether anything checks senders: then an agent's From needs a "pass" to act."""
+        return bool(self.authserv_id) or self.verifier is not None
+
+    def sender_trust(self, raw: bytes, mail: InboundMail, envelope: Envelope) -> Trust:
+        """Is From really the sender? Our MTA's Authentication-Results when one is trusted,
+        else our own SPF/DKIM/DMARC checks (bounded in time: never stalls intake)."""
+        if self.authserv_id:
+            found = sender_trust.verdict_from_authres(
+                mail.headers, self.authserv_id, mail.from_addr
+            )
+        elif self.verifier is not None:
+            found = self.verifier.verify(
+                raw,
+                from_addr=mail.from_addr,
+                mail_from=envelope.mail_from or "",
+                helo=envelope.helo,
+                client_ip=envelope.peer.rpartition(":")[0].strip("[]"),
+            )
+        else:
+            return UNCHECKED
+        return Trust(found.result, f"{found.method} {found.domain} {found.detail}".strip())
+
+    def _authenticate(self, mail: InboundMail, envelope: Envelope, trust: Trust) -> Envelope:
+        """A failed DMARC verdict, when so configured, may open a ticket and nothing more."""
         if not self.require_dmarc_for_threading:
             return envelope
-        if authres.dmarc_result(mail.headers, self.authserv_id) != "fail":
+        failed = trust.verdict == "fail" and (
+            not self.authserv_id or authres.dmarc_result(mail.headers, self.authserv_id) == "fail"
+        )
+        if not failed:
             return envelope
         logs.warning("ingest.dmarc_failed", message_id=mail.message_id, sender=mail.from_addr)
         return replace(envelope, dmarc_failed=True, send_mail=False)
@@ -196,7 +273,23 @@ class Ingestor:
     ) -> list[Delivery]:
         """Count the crash in a transaction of its own (the failed one rolled back). Below
         max_crashes the error goes on (451: the MTA retries); then the mail is quarantined
-        with the error and answered 250, so it never blocks the mail behind it."""
+        with the error and answered 250, so it never blocks the mail behind it. A value the
+        database refuses (DataError: too long, invalid) is refused on every retry: quarantined
+        at once. Only a database that is down or busy (OperationalError...) is a 451."""
+        from mailgate.store.clean import refused_value  # lead: move to the module imports
+
+        if refused_value(exc):
+            orig = getattr(exc, "orig", None) or exc
+            detail = str(orig).splitlines()[0][:300] if str(orig) else ""
+            reason = f"the database refused a value ({type(orig).__name__}: {detail})"
+            message_id = mail.message_id if mail else synthesize_message_id(raw)
+            logs.error("ingest.value_refused", message_id=message_id, error=reason)
+            return self.committer.run(
+                lambda session: [
+                    self._hold(session, raw, sha, mail, message_id, r, envelope, reason)
+                    for r in recipients
+                ]
+            )
         if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
             raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
         error = f"{type(exc).__name__}: {exc}"
@@ -209,7 +302,8 @@ class Ingestor:
                 return None
             reason = f"processing crashed {attempts} times: {error}"
             return [
-                self._hold(session, raw, sha, message_id, r, envelope, reason) for r in recipients
+                self._hold(session, raw, sha, mail, message_id, r, envelope, reason)
+                for r in recipients
             ]
 
         try:
@@ -226,13 +320,15 @@ class Ingestor:
         session: Session,
         raw: bytes,
         sha: str,
+        mail: InboundMail | None,
         message_id: str,
         rcpt: Recipient,
         envelope: Envelope,
         reason: str,
     ) -> Delivery:
         """Quarantine without processing, under a receipt so a redelivery is a duplicate."""
-        receipt = self._claim(session, message_id, rcpt, envelope, sha)
+        key = dedupe_key(message_id, (mail.from_addr if mail else ""), body_digest(raw))
+        receipt = self._claim(session, key, message_id, rcpt, envelope, sha)
         if receipt is None:
             return Delivery(rcpt.address, "duplicate", None, message_id)
         self.quarantine(session, sha, len(raw), reason, rcpt.address, envelope, message_id)
@@ -241,11 +337,17 @@ class Ingestor:
         return Delivery(rcpt.address, "quarantined", None, message_id)
 
     def _claim(
-        self, session: Session, message_id: str, rcpt: Recipient, envelope: Envelope, sha: str
+        self,
+        session: Session,
+        key: str,
+        message_id: str,
+        rcpt: Recipient,
+        envelope: Envelope,
+        sha: str,
     ) -> Receipt | None:
         """Record this delivery under its dedupe key; None when it was already recorded (an
-        MTA retry, or another instance a moment ago): the caller then creates nothing."""
-        key = dedupe_key(message_id, rcpt.address)
+        MTA retry, the same mail to another of our addresses, or another instance a moment
+        ago): the caller then creates nothing."""
         if session.exec(select(Receipt.id).where(Receipt.dedupe_key == key)).first() is not None:
             return None
         receipt = Receipt(
@@ -273,16 +375,19 @@ class Ingestor:
         session: Session,
         raw: bytes,
         sha: str,
+        body_sha: str,
         mail: InboundMail | None,
         problem: str,
         rcpt: Recipient,
         envelope: Envelope,
+        trust: Trust,
     ) -> Delivery:
         message_id = mail.message_id if mail else f"{sha[:32]}@mailgate.invalid"
-        receipt = self._claim(session, message_id, rcpt, envelope, sha)
+        key = dedupe_key(message_id, mail.from_addr if mail else "", body_sha)
+        receipt = self._claim(session, key, message_id, rcpt, envelope, sha)
         if receipt is None:
             return Delivery(rcpt.address, "duplicate", None, message_id)
-        outcome, ticket_id = self._decide(session, raw, sha, mail, problem, rcpt, envelope)
+        outcome, ticket_id = self._decide(session, raw, sha, mail, problem, rcpt, envelope, trust)
         receipt.outcome = outcome
         receipt.ticket_id = ticket_id
         session.add(receipt)
@@ -322,35 +427,42 @@ class Ingestor:
         problem: str,
         rcpt: Recipient,
         envelope: Envelope,
+        trust: Trust,
+        released: bool = False,
     ) -> tuple[str, int | None]:
-        if mail is None:
-            self.quarantine(session, sha, len(raw), problem, rcpt.address, envelope)
+        """The pipeline of named steps; `released`: an operator let this mail out of
+        quarantine, so the rules that hold mail aside are skipped, and every rule about who
+        the sender is still applies."""
+        def hold(reason: str, message_id: str = "") -> tuple[str, int | None]:
+            self.quarantine(session, sha, len(raw), reason, rcpt.address, envelope, message_id)
             return "quarantined", None
-        if loops.is_our_loop(mail.headers, self.hostname):
+
+        if mail is None:
+            return hold(problem)
+        if mail.sender_ambiguous:
+            # Several people in From, or one the strict parser had to guess at: nobody's mail.
+            logs.warning("ingest.ambiguous_from", message_id=mail.message_id)
+            return hold("ambiguous From: not one clear sender address", mail.message_id)
+        if not released and loops.is_our_loop(mail.headers, self.hostname):
             logs.warning("ingest.loop", message_id=mail.message_id, sender=mail.from_addr)
             return "loop", None
-        bounce = parse_dsn(raw)
+        bounce = None if released else parse_dsn(raw)
         if bounce is not None:
             self._bounce(session, bounce)
             return "bounce", None
-        if (held := self._screen(session, raw, sha, mail, rcpt, envelope)) is not None:
-            return held
-        automatic = loops.classify(mail.headers, envelope.mail_from, mail.from_addr, mail.subject)
-        incoming = self._incoming(mail, sha, envelope.channel, automatic is not None)
+        if not released and (reason := self._screen(mail)) is not None:
+            return hold(reason, mail.message_id)
+        automatic = None
+        if not released:
+            automatic = loops.classify(
+                mail.headers, envelope.mail_from, mail.from_addr, mail.subject
+            )
+        incoming = self._incoming(mail, sha, envelope.channel, automatic is not None, trust)
         sender = self.conversations.accounts.find(session, mail.from_addr)
         candidate = None if envelope.dmarc_failed else self._match(session, mail, rcpt, sender)
         if candidate is None:
             if automatic is not None:
-                self.quarantine(
-                    session,
-                    sha,
-                    len(raw),
-                    f"automatic mail ({automatic.reason}) matching no ticket",
-                    rcpt.address,
-                    envelope,
-                    mail.message_id,
-                )
-                return "quarantined", None
+                return hold(f"automatic mail ({automatic.reason}) matching no ticket", mail.message_id)
             ticket, _ = self.conversations.open_ticket(
                 session, incoming, category=rcpt.category, send_mail=envelope.send_mail
             )
@@ -364,7 +476,10 @@ class Ingestor:
         ).first():
             return "duplicate", ticket.id
         if sender.role == "agent" and sender.id != ticket.requester_id:
-            if candidate.via == "token" and automatic is None:
+            # An agent acts (public reply, commands) only with their own token AND, when
+            # anything checks senders, a From shown to be theirs. Else: a flagged note.
+            trusted = not self.trust_required or trust.verified
+            if candidate.via == "token" and automatic is None and trusted:
                 self.conversations.agent_mail(
                     session,
                     ticket,
@@ -388,21 +503,13 @@ class Ingestor:
         )
         return ("automatic" if automatic else "ticketed"), ticket.id
 
-    def _screen(
-        self,
-        session: Session,
-        raw: bytes,
-        sha: str,
-        mail: InboundMail,
-        rcpt: Recipient,
-        envelope: Envelope,
-    ) -> tuple[str, int | None] | None:
-        """Kept aside whatever it matches: a third-party service's sign-up mail."""
-        reason = third_party_verification(mail.from_addr, mail.subject, mail.text)
-        if reason is None:
-            return None
-        self.quarantine(session, sha, len(raw), reason, rcpt.address, envelope, mail.message_id)
-        return "quarantined", None
+    def _screen(self, mail: InboundMail) -> str | None:
+        """Why to keep this mail aside: a third-party service's sign-up mail."""
+        if self.verification_rules is None:  # TODO-LEAD
+            return verification.third_party_verification(mail.from_addr, mail.subject, mail.text)
+        return verification.third_party_verification(
+            mail.from_addr, mail.subject, mail.text, self.verification_rules
+        )
 
     def decide_reprocessed(
         self,
@@ -413,21 +520,14 @@ class Ingestor:
         rcpt: Recipient,
         envelope: Envelope,
     ) -> tuple[str, int | None]:
-        """Quarantined mail an operator released: ticket it even if it looks automatic."""
-        incoming = self._incoming(mail, sha, envelope.channel, False)
-        sender = self.conversations.accounts.find(session, mail.from_addr)
-        candidate = self._match(session, mail, rcpt, sender)
-        if candidate is None or sender is None:
-            ticket, _ = self.conversations.open_ticket(session, incoming, category=rcpt.category)
-            return "ticketed", ticket.id
-        ticket = session.get(Ticket, candidate.ticket_id)
-        assert ticket is not None
-        ticket, _ = self.conversations.customer_reply(
-            session, ticket, sender, incoming, matched_by=candidate.via
-        )
-        return "ticketed", ticket.id
+        """Quarantined mail an operator released: ticketed even if it looks automatic, and
+        still screened like any mail for who sent it (a forged agent's mail stays a note)."""
+        trust = self.sender_trust(raw, mail, envelope)
+        return self._decide(session, raw, sha, mail, "", rcpt, envelope, trust, released=True)
 
-    def _incoming(self, mail: InboundMail, sha: str, channel: str, automatic: bool) -> Incoming:
+    def _incoming(
+        self, mail: InboundMail, sha: str, channel: str, automatic: bool, trust: Trust
+    ) -> Incoming:
         return Incoming(
             message_id=mail.message_id,
             subject=mail.subject,
@@ -445,6 +545,8 @@ class Ingestor:
             raw_sha256=sha,
             channel=channel,
             automatic=automatic,
+            sender_verified=trust.verified,
+            sender_auth=trust.verdict,
         )
 
     # -- threading ------------------------------------------------------------------------

@@ -103,6 +103,9 @@ def show_ticket(session: Session, ticket_id: int) -> dict[str, Any] | None:
             "created_at": iso(m.created_at),
             "message_id": m.message_id,
             "matched_by": m.matched_by,
+            # Agents see who could not be shown to be who their From says.
+            "unverified_sender": m.unverified_sender,
+            "sender_auth": m.sender_auth,
             "channel": m.channel,
         }
         for m in messages

@@ -315,6 +315,9 @@ from_name = "Support {hostname}"
 
 [portal]
 listen = ""
+
+[security]
+verify_sender = "off"
 """
     )
     return cfg
