@@ -43,10 +43,8 @@ class Purpose(StrEnum):
     REPLY = "reply-token"  # support+TOKEN@ addresses
     LINKS = "links"  # activation and password-reset links
     CAPTCHA = "captcha"  # sign-up proof-of-work challenges
-    SESSIONS = "sessions"  # portal session identifiers
+    SESSIONS = "sessions"  # how portal session cookies are stored (a rotation signs all out)
     CSRF = "csrf"  # signed double-submit CSRF tokens of signed-out visitors
-    DOWNLOADS = "downloads"  # signed attachment download links
-    RECEIPTS = "receipts"  # dedupe keys of accepted mail
 
 
 class Keys:

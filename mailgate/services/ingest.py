@@ -244,7 +244,7 @@ class Ingestor:
                 from_addr=mail.from_addr,
                 mail_from=envelope.mail_from or "",
                 helo=envelope.helo,
-                client_ip=envelope.peer.rpartition(":")[0].strip("[]"),
+                client_ip=sender_trust.client_ip(envelope.peer),
             )
         else:
             return UNCHECKED

@@ -71,6 +71,16 @@ def test_unknown_keys_are_refused_by_name(tmp_path: Path, toml: str, key: str):
         ('[outbound]\nretry_base_seconds = "soon"\n', "outbound.retry_base_seconds"),
         ('[portal]\nbase_url = "example.com"\n', "portal.base_url"),
         ("[tickets]\nauto_resolve_after_days = 0\n", "tickets"),
+        # Settings that cannot work together (issue 9): nobody would ever say DMARC failed.
+        (
+            '[security]\nrequire_dmarc_for_threading = true\nverify_sender = "off"\n',
+            "security.require_dmarc_for_threading",
+        ),
+        ('[security]\nverify_sender = "yes"\n', "security.verify_sender"),
+        ('[security]\ndns_resolver = "8.8.8.8"\n', "security.dns_resolver"),
+        ("[inbound]\nmax_recipients = 0\n", "inbound.max_recipients"),
+        ("[inbound]\nmax_inflight_bytes = 2048\n", "inbound.max_inflight_bytes"),
+        ("[outbound]\nfirst_contact_per_hour = 0\n", "outbound.first_contact_per_hour"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path: Path, toml: str, key: str):
