@@ -23,11 +23,18 @@ from mailgate.adapters.parsing import ParseWorkers
 from mailgate.adapters.portal import PortalSettings, create_app
 from mailgate.adapters.scheduler import Scheduler
 from mailgate.adapters.sender import Sender
-from mailgate.adapters.smtp import InboundHandler, InFlight, LmtpHandler, start_listener
+from mailgate.adapters.smtp import (
+    DataBudget,
+    InboundHandler,
+    InFlight,
+    LmtpHandler,
+    start_listener,
+)
 from mailgate.adapters.systemd import Notifier
 from mailgate.adapters.transports import make_transport
 from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config
+from mailgate.errors import ConfigError
 from mailgate.core.addresses import AddressBook
 from mailgate.core.tokens import LinkTokens
 from mailgate.keys import Keys, Purpose, load_secret
@@ -44,6 +51,7 @@ from mailgate.services.portal import Portal, PortalAccounts
 from mailgate.services.portal_tickets import PortalTickets, TicketRules
 from mailgate.services.ratelimit import RateLimiter
 from mailgate.services.render import MailRenderer
+from mailgate.services.sender_trust import SenderVerifier
 from mailgate.services.tickets import Conversations
 from mailgate.services.websessions import WebSessions
 from mailgate.store.blobs import BlobStore
@@ -96,6 +104,8 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         max_attempts=out.max_attempts,
         retry_base_seconds=out.retry_base_seconds,
         retry_max_seconds=out.retry_max_seconds,
+        first_contact_per_hour=out.first_contact_per_hour,
+        agent_notifications_per_hour=out.agent_notifications_per_hour,
     )
     mailer = Mailer(settings, renderer, clock)
     links = LinkTokens(keys.key(Purpose.LINKS), clock.now)
@@ -125,6 +135,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         parse=parsers,
         authserv_id=config.security.authserv_id,
         require_dmarc_for_threading=config.security.require_dmarc_for_threading,
+        verifier=sender_verifier(config),
     )
     outbox = OutboxQueue(db, settings, clock)
     metrics = Metrics()
@@ -157,6 +168,19 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         portal=build_portal(config, keys, clock, db, blobs, accounts, conversations, committer),
         parsers=parsers,
     )
+
+
+def sender_verifier(config: Config) -> SenderVerifier | None:
+    """Our own SPF/DKIM/DMARC checks, when mailgate is the MX (no trusted MTA in front)."""
+    sec = config.security
+    if sec.authserv_id or sec.verify_sender != "auto":
+        return None
+    from mailgate.adapters.senderauth import DnsSenderVerifier  # dkimpy, pyspf: only when used
+
+    try:
+        return DnsSenderVerifier(resolver=sec.dns_resolver, timeout=sec.dns_timeout_seconds)
+    except ValueError as exc:
+        raise ConfigError(f"security.dns_resolver: {exc}") from None
 
 
 def app_keys(config: Config) -> Keys:
@@ -217,6 +241,7 @@ def portal_asgi(app: App) -> Starlette:
         max_body_bytes=cfg.inbound.max_message_bytes + 1024 * 1024,
         csrf_key=app.keys.key(Purpose.CSRF),
         templates=TEMPLATES / "portal",
+        timezone=cfg.mailgate.default_timezone,
     )
     # /healthz and /metrics live on the portal unless [metrics] listen gives them their own.
     extra = [] if cfg.metrics.listen else health_routes(app)
@@ -245,6 +270,8 @@ async def serve(
     app.committer.start()
     await asyncio.to_thread(app.parsers.start)  # parses get a deadline from here on
     inflight = InFlight()
+    # One memory budget for the DATA of both listeners together (adapters/smtp.py).
+    data_budget = DataBudget(cfg.inbound.max_inflight_bytes)
     wake_sender = app.sender.wakeup.set
     servers: list[asyncio.AbstractServer] = []
     for name, listen, lmtp in (
@@ -256,7 +283,15 @@ async def serve(
         handler_cls = LmtpHandler if lmtp else InboundHandler
         server = await start_listener(
             listen,
-            handler_cls(app.ingestor, name, inflight, wake_sender, metrics=app.metrics),
+            handler_cls(
+                app.ingestor,
+                name,
+                inflight,
+                wake_sender,
+                metrics=app.metrics,
+                max_recipients=cfg.inbound.max_recipients,
+                budget=data_budget,
+            ),
             lmtp=lmtp,
             hostname=cfg.mailgate.hostname,
             max_bytes=cfg.inbound.max_message_bytes,
