@@ -21,6 +21,7 @@ from mailgate.adapters.httpserver import HttpServer
 from mailgate.adapters.imap import ImapPoller
 from mailgate.adapters.parsing import ParseWorkers
 from mailgate.adapters.portal import PortalSettings, create_app
+from mailgate.adapters.postfix_map import PostfixMap
 from mailgate.adapters.scheduler import Scheduler
 from mailgate.adapters.sender import Sender
 from mailgate.adapters.smtp import (
@@ -34,9 +35,10 @@ from mailgate.adapters.systemd import Notifier
 from mailgate.adapters.transports import make_transport
 from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config
-from mailgate.errors import ConfigError
 from mailgate.core.addresses import AddressBook
 from mailgate.core.tokens import LinkTokens
+from mailgate.core.verification import DEFAULT_RULES
+from mailgate.errors import ConfigError
 from mailgate.keys import Keys, Purpose, load_secret
 from mailgate.metrics import Metrics
 from mailgate.services.accounts import Accounts
@@ -136,6 +138,11 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         authserv_id=config.security.authserv_id,
         require_dmarc_for_threading=config.security.require_dmarc_for_threading,
         verifier=sender_verifier(config),
+        verification_rules=DEFAULT_RULES.with_extra(
+            config.security.verification_senders,
+            config.security.verification_phrases,
+            config.security.hold_verification_mail,
+        ),
     )
     outbox = OutboxQueue(db, settings, clock)
     metrics = Metrics()
@@ -304,6 +311,14 @@ async def serve(
             name=name,
             address=f"{app.listeners[name][0]}:{app.listeners[name][1]}",
         )
+    postfix_map = PostfixMap(lambda address: app.ingestor.addresses.resolve(address) is not None)
+    if cfg.inbound.postfix_map_listen:  # Postfix asks it which recipients are ours
+        map_server = await postfix_map.start(cfg.inbound.postfix_map_listen)
+        sock = map_server.sockets[0].getsockname()
+        app.listeners["postfix_map"] = (
+            (sock[0], sock[1]) if isinstance(sock, tuple) else (str(sock), 0)
+        )
+        logs.info("listener.started", name="postfix_map", address=cfg.inbound.postfix_map_listen)
     http_servers: list[HttpServer] = []
     if cfg.metrics.listen:  # /healthz and /metrics alone, away from the portal
         metrics_http = HttpServer(Starlette(routes=health_routes(app)), cfg.metrics.listen)
@@ -351,6 +366,7 @@ async def serve(
         await http.stop()
     for server in servers:
         server.close()  # stop accepting; sessions in DATA finish below
+    await postfix_map.stop()
     await inflight.idle.wait()
     await asyncio.to_thread(app.committer.stop)
     await asyncio.to_thread(app.parsers.stop)

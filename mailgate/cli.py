@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import logging.handlers
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -48,6 +51,8 @@ def _output(args: argparse.Namespace, data: Any, columns: Sequence[str] | None =
                 print(f"{key}: {value}")
         for m in data.get("messages", []):
             flag = " (internal)" if m.get("internal") else ""
+            if m.get("unverified_sender"):
+                flag += " (UNVERIFIED SENDER: From could not be shown to be theirs)"
             print(f"\n--- #{m['id']} {m['role']} {m['author']} {m['created_at']}{flag}")
             print(m["body_text"])
             for a in m.get("attachments", []):
@@ -65,40 +70,128 @@ def _app(args: argparse.Namespace) -> Any:
     return app
 
 
+def _whoami() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _start_error(exc: BaseException) -> str:
+    """One line naming what stopped start-up, with the user it ran as (a service user often
+    cannot read what root set up: the venv's interpreter, data_dir, the working directory)."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename} (as user {_whoami()})"
+    if isinstance(exc, OSError):
+        return str(exc.strerror or exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _preflight() -> str | None:
+    """What would make serve's parse workers die at birth with a misleading error: they are
+    started from sys.executable and chdir into our working directory."""
+    if not os.access(sys.executable, os.X_OK):
+        return (
+            f"the Python interpreter {os.path.realpath(sys.executable)} cannot be run by user "
+            f"{_whoami()}: build the venv on a Python every service user can read"
+        )
+    cwd = os.getcwd()
+    if not os.access(cwd, os.X_OK):
+        return f"the working directory {cwd} cannot be entered by user {_whoami()}: cd / first"
+    return None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from mailgate.app import build, serve
 
-    app = build(config_mod.load(args.config))
+    cfg = config_mod.load(args.config)
+    problem = _preflight()
+    if problem:
+        print(f"mailgate: cannot start: {problem}", file=sys.stderr)
+        return EX_OSERR
     try:
+        app = build(cfg)
         asyncio.run(serve(app))
-    except OSError as exc:  # a listener cannot bind (port taken, no such address): one line
-        print(f"mailgate: cannot start: {exc.strerror or exc}", file=sys.stderr)
+    except (OSError, EOFError) as exc:  # a listener cannot bind, a file cannot be read: one line
+        print(f"mailgate: cannot start: {_start_error(exc)}", file=sys.stderr)
         return EX_OSERR
     return EX_OK
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
+    """A Postfix pipe puts what we print into its log and, for a bounce, into the DSN the
+    sender reads: so exactly one short line on failure, never log records or a traceback
+    (those go to syslog when there is one)."""
     from mailgate.services.ingest import Envelope
 
-    app = _app(args)
-    raw = sys.stdin.buffer.read()
-    recipients = tuple(args.recipient or [app.config.support_address])
+    buffered = _buffer_logs()
+    outcome = EX_OK
+    line = ""
     try:
+        app = _app(args)
+        raw = sys.stdin.buffer.read()
+        recipients = tuple(args.recipient or [app.config.support_address])
         app.db.upgrade()
         app.ingestor.ingest(
             raw, Envelope(mail_from=args.sender, recipients=recipients, channel="deliver")
         )
     except Rejected as exc:
-        print(f"mailgate: refused: {exc.smtp_reply()}", file=sys.stderr)
-        return EX_DATAERR
+        outcome, line = EX_DATAERR, f"mailgate: refused: {exc.smtp_reply()}"
+    except ConfigError as exc:  # EX_CONFIG: Postfix defers (4.3.5) until the config is fixed
+        outcome, line = EX_CONFIG, f"mailgate: config error: {exc}"
     except TempFailure as exc:
-        print(f"mailgate: temporary failure: {exc}", file=sys.stderr)
-        return EX_TEMPFAIL
+        outcome, line = EX_TEMPFAIL, f"mailgate: temporary failure: {exc}"
     except Exception as exc:  # fault barrier: the MTA keeps the mail and retries
         logs.error("deliver.crashed", exc_info=True)
-        print(f"mailgate: temporary failure: {type(exc).__name__}", file=sys.stderr)
-        return EX_TEMPFAIL
-    return EX_OK
+        outcome, line = EX_TEMPFAIL, f"mailgate: temporary failure: {_start_error(exc)}"
+    buffered.flush_to(sys.stderr if outcome == EX_OK else None)
+    if line:
+        print(" ".join(line.split())[:300], file=sys.stderr)
+    return outcome
+
+
+class _LogBuffer(logging.Handler):
+    """Holds deliver's log records until we know whether it failed."""
+
+    def __init__(self, formatter: logging.Formatter | None) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        self.setFormatter(formatter or logging.Formatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def flush_to(self, stream: Any) -> None:
+        target: logging.Handler | None = None
+        if stream is not None:
+            target = logging.StreamHandler(stream)
+        elif os.path.exists("/dev/log"):
+            try:
+                target = logging.handlers.SysLogHandler(
+                    "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
+                )
+            except OSError:
+                target = None
+        if target is not None:
+            target.setFormatter(self.formatter)
+            for record in self.records:
+                target.handle(record)
+            target.close()
+        self.records.clear()
+
+
+def _buffer_logs() -> _LogBuffer:
+    ours = logging.getLogger("mailgate")
+    buffer = _LogBuffer(ours.handlers[0].formatter if ours.handlers else None)
+    ours.handlers[:] = [buffer]
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "mailgate", False)]:
+        root.removeHandler(h)
+    buffer.mailgate = True  # type: ignore[attr-defined]  # replaced by the next logs.setup()
+    root.addHandler(buffer)
+    return buffer
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -169,6 +262,7 @@ def cmd_agent_add(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from mailgate.clock import as_utc
     from mailgate.store.models import Outbox
 
     app = _app(args)
@@ -186,10 +280,16 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
                 "attempts": o.attempts,
                 "ticket_id": o.ticket_id,
                 "last_error": o.last_error or None,
+                # Why it waits (queued) or was never sent (failed with 0 attempts).
+                "reason": o.reason or None,
+                "first_contact": o.first_contact,
+                "next_attempt_at": as_utc(o.next_attempt_at).isoformat(),
             }
             for o in session.exec(query)
         ]
-    _output(args, rows, ("id", "status", "kind", "to", "attempts", "ticket_id", "subject"))
+    _output(
+        args, rows, ("id", "status", "kind", "to", "attempts", "ticket_id", "subject", "reason")
+    )
     return EX_OK
 
 
@@ -329,7 +429,10 @@ def parser() -> argparse.ArgumentParser:
 
     add("serve", cmd_serve, "run listeners, sender, scheduler and portal")
     d = add("deliver", cmd_deliver, "ingest one message from standard input")
-    d.add_argument("--recipient", action="append", help="envelope recipient (repeatable)")
+    # Postfix expands ${recipient} to every recipient of the delivery: "--recipient a b".
+    d.add_argument(
+        "--recipient", nargs="+", action="extend", help="envelope recipient(s) (repeatable)"
+    )
     d.add_argument("--sender", default=None, help="envelope sender (Postfix ${sender})")
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     add("upgrade", cmd_db_upgrade, "create or migrate the schema", db)

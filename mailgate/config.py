@@ -49,6 +49,8 @@ class InboundSection:
     max_recipients: int = 100  # RCPT per transaction; more get 452 (RFC 5321 4.5.3.1.8)
     # Message bytes all DATA transactions in flight may hold; a new DATA beyond it gets 452.
     max_inflight_bytes: int = 268435456
+    # A Postfix socketmap answering "is this address ours?" (relay_recipient_maps); "" = off.
+    postfix_map_listen: str = ""
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,7 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"addresses.categories.{addr}: not an e-mail address")
     _check_listen("inbound.smtp_listen", cfg.inbound.smtp_listen)
     _check_listen("inbound.lmtp_listen", cfg.inbound.lmtp_listen)
+    _check_listen("inbound.postfix_map_listen", cfg.inbound.postfix_map_listen)
     _check_listen("portal.listen", cfg.portal.listen)
     _check_listen("metrics.listen", cfg.metrics.listen)
     if cfg.inbound.parse_timeout_seconds <= 0:

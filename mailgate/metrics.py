@@ -31,8 +31,23 @@ FIGURES: dict[str, tuple[str, str]] = {
     "outbound_oldest_queued_seconds": ("gauge", "Age of the oldest unsent outbound mail"),
     "quarantine_held": ("gauge", "Mails held in quarantine"),
 }
+# name -> (kind, help, label) for figures read as {label value: number}.
+LABELLED_FIGURES: dict[str, tuple[str, str, str]] = {
+    "outbox_delayed": (
+        "gauge",
+        "Outbound mails held back by a limit: first_contact (waits for the hourly window), "
+        "digest (agent notifications waiting for their digest)",
+        "reason",
+    ),
+    "outbox_not_sent": (
+        "counter",
+        "Outbound mails recorded but never sent: auto_reply_cap (RFC 3834 per-address caps), "
+        "suppressed (address hard-bounced)",
+        "reason",
+    ),
+}
 
-Figures = Callable[[], Mapping[str, float | None]]
+Figures = Callable[[], Mapping[str, float | Mapping[str, float] | None]]
 
 
 class _FiguresCollector(Collector):
@@ -50,10 +65,19 @@ class _FiguresCollector(Collector):
         )
         for name, (kind, help_text) in FIGURES.items():
             value = values.get(name)
-            if value is None:
+            if value is None or isinstance(value, Mapping):
                 continue
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             yield family(f"mailgate_{name}", help_text, value=float(value))
+        for name, (kind, help_text, label) in LABELLED_FIGURES.items():
+            by_label = values.get(name)
+            if not isinstance(by_label, Mapping):
+                continue
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            metric = family(f"mailgate_{name}", help_text, labels=[label])
+            for label_value, number in sorted(by_label.items()):
+                metric.add_metric([label_value], float(number))
+            yield metric
 
 
 class Metrics:

@@ -23,7 +23,11 @@ class MaildirTransport:
 
     def send(self, envelope_from: str, to_addr: str, raw: bytes) -> None:
         try:
-            box = mailbox.Maildir(self.path, create=True)
+            # Maildir(create=True) makes tmp/new/cur only when it makes the top folder itself:
+            # a top folder left empty (by hand, or an old check-config) would fail every send.
+            for sub in ("tmp", "new", "cur"):
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
+            box = mailbox.Maildir(self.path, create=False)
             box.add(raw)  # writes tmp/, fsyncs the file, renames into new/
             # The rename is only durable once the folder itself is synced.
             fd = os.open(self.path / "new", os.O_RDONLY)
@@ -35,10 +39,25 @@ class MaildirTransport:
             raise TransportTempError(f"maildir: {exc.strerror or exc}") from exc
 
     def check(self) -> str:
-        self.path.mkdir(parents=True, exist_ok=True)
-        if not os.access(self.path, os.W_OK):
-            raise TransportTempError(f"{self.path} is not writable")
-        return f"maildir {self.path} writable"
+        """Creates nothing: a check must not leave a state that changes what it checked."""
+        if self.path.exists():
+            if not self.path.is_dir():
+                raise TransportTempError(f"{self.path} is not a folder")
+            missing = [s for s in ("tmp", "new", "cur") if not (self.path / s).is_dir()]
+            for folder in [self.path] + [self.path / s for s in ("tmp", "new", "cur")]:
+                if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                    raise TransportTempError(f"{folder} is not writable")
+            if missing:
+                return f"maildir {self.path} writable ({'/'.join(missing)} made on first send)"
+            return f"maildir {self.path} writable"
+        parent = self.path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise TransportTempError(f"{self.path} cannot be created: {parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise TransportTempError(f"{self.path} cannot be created: {parent} is not writable")
+        return f"maildir {self.path} will be created on first send ({parent} writable)"
 
 
 class SmtpTransport:

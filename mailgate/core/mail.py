@@ -35,6 +35,7 @@ MAX_DEPTH = limits.MAX_DEPTH  # MIME nesting we read; deeper parts are kept in t
 MAX_PARTS = limits.MAX_PARTS
 _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _MSGID = re.compile(r"<([^<>\s]+)>")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _BAD_ADDR = re.compile(r"[\x00-\x20\x7f<>]")
 
 
@@ -128,8 +129,11 @@ def strict_sender(values: list[object]) -> tuple[str, str] | None:
             b.decode("utf-8", "replace") if isinstance(b, bytes) else b
             for b, _ in decode_header(value)
         )
+    # The structure is read with encoded words blanked out: they may only hold names, and a
+    # name that decodes to CR/LF or an address must not make the strict parser guess.
+    plain = _ENCODED_WORD.sub("encoded", " ".join(str(value).split()))
     try:
-        header = policy.default.header_factory("From", " ".join(str(value).split()))
+        header = policy.default.header_factory("From", plain)
         addresses = header.addresses  # type: ignore[attr-defined]
     except Exception:  # the strict parser refuses it outright: nobody we can name
         return None
@@ -139,7 +143,9 @@ def strict_sender(values: list[object]) -> tuple[str, str] | None:
     local, at, domain = addr.rpartition("@")
     if not (at and local and domain) or _BAD_ADDR.search(addr) or "@" in local:
         return None
-    name = " ".join(str(addresses[0].display_name).split())
+    lenient = _addresses([value])
+    name = lenient[0][0] if len(lenient) == 1 and lenient[0][1] == addr else ""
+    name = " ".join(name.split())
     return ("" if "@" in name else name), addr
 
 

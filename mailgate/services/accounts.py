@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -13,16 +14,44 @@ from mailgate import logs
 from mailgate.clock import Clock
 from mailgate.core.tokens import ACTIVATE, RESET, LinkTokens
 from mailgate.services.outbox import Mailer
-from mailgate.store.models import Account
+from mailgate.store.models import Account, Outbox
 
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
+# Each Argon2 hash holds 64 MiB while it runs: at most this many at once per process, so a
+# burst of sign-ins costs HASH_SLOTS x 64 MiB, not one 64 MiB per request thread.
+HASH_SLOTS = 2
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    """Verified against when an address is unknown, so a miss costs as much as a hit. Made on
-    first use, not at import: `deliver` runs once per mail and never needs it."""
-    return _HASHER.hash(secrets.token_hex(8))
+class Passwords:
+    """Argon2 hashing and checking with bounded concurrency. Blocking: call it from a worker
+    thread, never on the event loop. `hasher` is injectable (tests count concurrent calls)."""
+
+    def __init__(self, hasher: PasswordHasher | None = None, slots: int = HASH_SLOTS) -> None:
+        self.hasher = hasher or _HASHER
+        self._slots = threading.BoundedSemaphore(slots)
+
+    def hash(self, password: str) -> str:
+        with self._slots:
+            return self.hasher.hash(password)
+
+    def verify(self, encoded: str | None, password: str) -> bool:
+        """False for a wrong password or no hash; a miss costs as much as a hit."""
+        with self._slots:
+            try:
+                if encoded is None:
+                    self.hasher.verify(self._dummy_hash, password)
+                    return False
+                return bool(self.hasher.verify(encoded, password))
+            except (VerificationError, InvalidHashError):
+                return False
+
+    @functools.cached_property
+    def _dummy_hash(self) -> str:
+        """Made on first use, not at import: `deliver` runs once per mail and never needs it."""
+        return self.hasher.hash(secrets.token_hex(8))
+
+
+PASSWORDS = Passwords()  # one per process: the slots bound the whole process
 
 
 def normalise_email(email: str) -> str:
@@ -30,7 +59,15 @@ def normalise_email(email: str) -> str:
 
 
 class Accounts:
-    def __init__(self, mailer: Mailer, links: LinkTokens, clock: Clock, default_locale: str):
+    def __init__(
+        self,
+        mailer: Mailer,
+        links: LinkTokens,
+        clock: Clock,
+        default_locale: str,
+        passwords: Passwords | None = None,
+    ):
+        self.passwords = passwords or PASSWORDS
         self.mailer = mailer
         self.links = links
         self.clock = clock
@@ -75,24 +112,31 @@ class Accounts:
         account: Account,
         ticket_id: int | None = None,
         in_reply_to: str | None = None,  # the mail that made the account (RFC 3834)
-    ):
+        *,
+        requested: bool = False,  # asked for in the portal just now: never capped away
+        first_contact: bool = False,  # made by a mail from an address never heard from
+        echo: bool = True,  # False: no text the sender chose (their name) goes back to them
+    ) -> Outbox:
         token = self.links.make(ACTIVATE, account.id or 0, account.security_stamp)
         return self.mailer.queue(
             session,
             kind="activation",
             to_addr=account.email,
-            to_name=account.name,
+            to_name=account.name if echo else "",
             locale=account.locale,
             ticket_id=ticket_id,
             in_reply_to=in_reply_to,
+            requested=requested,
+            first_contact=first_contact,
             context={
-                "customer_name": account.name,
+                "customer_name": account.name if echo else "",
+                "echo": echo,
                 "email": account.email,
                 "activation_url": self.mailer.url(f"/activate/{token}"),
             },
         )
 
-    def queue_reset(self, session: Session, account: Account):
+    def queue_reset(self, session: Session, account: Account, *, requested: bool = False) -> Outbox:
         token = self.links.make(RESET, account.id or 0, account.security_stamp)
         return self.mailer.queue(
             session,
@@ -100,6 +144,7 @@ class Accounts:
             to_addr=account.email,
             to_name=account.name,
             locale=account.locale,
+            requested=requested,
             context={
                 "email": account.email,
                 "reset_url": self.mailer.url(f"/password/reset/{token}"),
@@ -118,15 +163,14 @@ class Accounts:
             return None  # single use: an active account is not activated twice
         return account
 
-    @staticmethod
-    def hash_password(password: str) -> str:
+    def hash_password(self, password: str) -> str:
         """Argon2id, slow on purpose: callers hash before entering the writer's transaction."""
-        return _HASHER.hash(password)
+        return self.passwords.hash(password)
 
     def set_password(
         self, session: Session, account: Account, password: str, *, hashed: str | None = None
     ) -> None:
-        account.password_hash = hashed or _HASHER.hash(password)
+        account.password_hash = hashed or self.passwords.hash(password)
         account.security_stamp = secrets.token_hex(16)  # kills every outstanding link
         if account.activated_at is None:
             account.activated_at = self.clock.now()
@@ -134,15 +178,8 @@ class Accounts:
         session.flush()
         logs.info("account.password_set", account=account.id)
 
-    @staticmethod
-    def verify_password(account: Account | None, password: str) -> bool:
-        try:
-            if account is None or account.password_hash is None:
-                _HASHER.verify(_dummy_hash(), password)
-                return False
-            return _HASHER.verify(account.password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
+    def verify_password(self, account: Account | None, password: str) -> bool:
+        return self.passwords.verify(account.password_hash if account else None, password)
 
 
 __all__ = ["ACTIVATE", "RESET", "Accounts", "normalise_email"]

@@ -20,19 +20,18 @@ from sqlmodel import Session, col, select
 
 from mailgate import logs
 from mailgate.clock import Clock
-from mailgate.core import authres, loops
+from mailgate.core import authres, loops, verification
 from mailgate.core.addresses import AddressBook, Recipient
 from mailgate.core.bounces import Bounce, parse_dsn
 from mailgate.core.mail import InboundMail, MailParseError, parse_mail, synthesize_message_id
 from mailgate.core.match import Candidate, choose, subject_ticket_ids
 from mailgate.core.tokens import read_reply_token
-from mailgate.core import verification
 from mailgate.errors import MailgateError, Rejected, TempFailure, TooLarge
-from mailgate.services import poison
+from mailgate.services import poison, sender_trust
 from mailgate.services.commit import GroupCommitter
-from mailgate.services import sender_trust
 from mailgate.services.tickets import Conversations, Incoming, NewAttachment
 from mailgate.store.blobs import BlobStore
+from mailgate.store.clean import refused_value
 from mailgate.store.db import Database
 from mailgate.store.models import (
     Account,
@@ -160,7 +159,7 @@ class Ingestor:
         self.require_dmarc_for_threading = require_dmarc_for_threading
         # Our own SPF/DKIM/DMARC checks, when no MTA in front of us is trusted to stamp them.
         self.verifier = None if authserv_id else verifier
-        self.verification_rules = verification_rules or getattr(verification, "DEFAULT_RULES", None)  # TODO-LEAD
+        self.verification_rules = verification_rules or verification.DEFAULT_RULES
         self.max_crashes = max_crashes
 
     # -- entry point -------------------------------------------------------------------
@@ -276,7 +275,6 @@ class Ingestor:
         with the error and answered 250, so it never blocks the mail behind it. A value the
         database refuses (DataError: too long, invalid) is refused on every retry: quarantined
         at once. Only a database that is down or busy (OperationalError...) is a 451."""
-        from mailgate.store.clean import refused_value  # lead: move to the module imports
 
         if refused_value(exc):
             orig = getattr(exc, "orig", None) or exc
@@ -462,7 +460,8 @@ class Ingestor:
         candidate = None if envelope.dmarc_failed else self._match(session, mail, rcpt, sender)
         if candidate is None:
             if automatic is not None:
-                return hold(f"automatic mail ({automatic.reason}) matching no ticket", mail.message_id)
+                reason = f"automatic mail ({automatic.reason}) matching no ticket"
+                return hold(reason, mail.message_id)
             ticket, _ = self.conversations.open_ticket(
                 session, incoming, category=rcpt.category, send_mail=envelope.send_mail
             )
@@ -505,10 +504,10 @@ class Ingestor:
 
     def _screen(self, mail: InboundMail) -> str | None:
         """Why to keep this mail aside: a third-party service's sign-up mail."""
-        if self.verification_rules is None:  # TODO-LEAD
-            return verification.third_party_verification(mail.from_addr, mail.subject, mail.text)
+        # The HTML too: a confirmation link may exist only in the markup.
+        text = f"{mail.text}\n{mail.html}" if mail.html else mail.text
         return verification.third_party_verification(
-            mail.from_addr, mail.subject, mail.text, self.verification_rules
+            mail.from_addr, mail.subject, text, self.verification_rules
         )
 
     def decide_reprocessed(

@@ -11,6 +11,7 @@ from sqlmodel import col, select
 from mailgate import logs
 from mailgate.clock import as_utc
 from mailgate.core import lifecycle
+from mailgate.services.digests import Digests
 from mailgate.services.tickets import Conversations
 from mailgate.store.db import Database
 from mailgate.store.models import RateEvent, Ticket
@@ -21,6 +22,7 @@ class JobReport:
     auto_resolved: int
     closed: int
     rate_events_pruned: int
+    digests: int = 0
 
 
 class Jobs:
@@ -31,6 +33,7 @@ class Jobs:
         self.conversations = conversations
         self.auto_resolve_days = auto_resolve_days
         self.close_days = close_days
+        self.digests = Digests(conversations.mailer, conversations.ticket_url)
 
     def auto_resolve(self, now: datetime) -> int:
         # SQLite keeps naive UTC: a cutoff in another offset would compare wrongly there.
@@ -80,9 +83,15 @@ class Jobs:
                 session.delete(row)
         return len(rows)
 
+    def send_digests(self, now: datetime) -> int:
+        """Agent notifications held back by the hourly cap, one digest mail per agent."""
+        with self.db.write() as session:
+            return self.digests.send_due(session, now)
+
     def run_all(self, now: datetime) -> JobReport:
         return JobReport(
             auto_resolved=self.auto_resolve(now),
             closed=self.close_solved(now),
             rate_events_pruned=self.prune_rate_events(now),
+            digests=self.send_digests(now),
         )

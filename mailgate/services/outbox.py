@@ -1,10 +1,35 @@
 """The transactional outbox: mail is rendered, composed and stored in the caller's transaction,
 then a sender worker delivers the fixed bytes (a retry keeps its Message-ID).
 
-Automatic mail is capped per recipient (kept in the database, so caps survive restarts): at
-most `auto_per_hour` an hour (more is dropped until the hour has passed) and `auto_per_day` a
-day (UTC), then one `limit_reached` notice and silence until the next day: at most 11 a day
-with the defaults. Agents are exempt: they must see every ticket.
+Limits, all kept in the database (so they survive restarts), and none of them loses a mail
+silently: a mail not sent is a row with `status="failed"`, `attempts=0` and a `reason`; a mail
+that waits is a `queued` row with a later `next_attempt_at` and a `reason` (`outbox list` and
+`/metrics` show both).
+
+- RFC 3834 per-recipient caps on automatic mail: at most `auto_per_hour` an hour and
+  `auto_per_day` a day (UTC), then one `limit_reached` notice and silence until the next day
+  (at most 11 a day with the defaults). Mail over a cap, or to an address suppressed after a
+  hard bounce, is recorded not sent ("auto-reply cap: 5/hour", "suppressed: bounced ..."), with
+  no bytes (nothing is rendered for it). Not-sent rows do not count towards the caps: the caps
+  count what we put on the wire, as before. Agents are exempt (UNCAPPED_KINDS).
+- Mail a person asked for in the portal just now (`requested=True`: password reset, activation
+  resend, sign-up activation, the confirmation of a portal ticket) is not an auto-reply: it
+  skips the per-address caps and the suppression list (the portal's own per-address and per-IP
+  limits bound it), so mail forged to fill an address's cap cannot block a password reset. It
+  still counts in the address's tally, since the address did receive it.
+- First contact (`first_contact=True`: the mail answers an inbound message whose sender had no
+  account before it): at most `first_contact_per_hour` such mails go out in any hour, all
+  recipients together; the next one is queued for when the hour's window frees up (the window
+  counts first-contact rows by the time they are due to go out, so delayed rows are spaced out
+  too), reason "first-contact cap: waits until HH:MM UTC".
+- Agent notifications: at most `agent_notifications_per_hour` an hour per agent are sent one
+  by one; beyond, each is recorded as a held row (`queued`, no bytes, reason "digest: held ...",
+  `next_attempt_at` = when its digest is due, `digest_minutes` after the first held one) and
+  services/digests.py gathers them into one `agent_digest` mail per agent when due (a job). A
+  held row then becomes `sent` with reason "digest: sent in outbox #N": its delivery is that
+  digest row's. The sender never claims a row without bytes.
+
+The limits' queries are in outbound_limits.py; this module decides what a verdict does.
 """
 
 from __future__ import annotations
@@ -15,14 +40,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import case, func, or_, update
+from sqlalchemy import func, or_, update
 from sqlmodel import Session, col, select
 
 from mailgate import logs
-from mailgate.clock import Clock, as_utc
+from mailgate.clock import Clock
 from mailgate.core.compose import AUTOMATIC_KINDS, Outgoing, compose
+from mailgate.services.outbound_limits import (
+    DIGEST_KIND,
+    FIRST_CONTACT_CAP,
+    HELD_FOR_DIGEST,
+    UNCAPPED_KINDS,
+    auto_cap,
+    digest_due,
+    first_contact_slot,
+)
 from mailgate.services.render import MailRenderer
-from mailgate.store.models import Outbox, Suppression
+from mailgate.store.models import Outbox
 
 
 class TransportTempError(Exception):
@@ -41,7 +75,8 @@ class Transport(Protocol):
     def check(self) -> str: ...
 
 
-UNCAPPED_KINDS = frozenset({"agent_notification", "command_error", "agent_reply"})
+# Automatic (null sender, Auto-Submitted) like core's list; the digest is ours alone.
+_AUTOMATIC = AUTOMATIC_KINDS | {DIGEST_KIND}
 
 
 @dataclass(frozen=True)
@@ -55,6 +90,9 @@ class MailSettings:
     max_attempts: int = 12
     retry_base_seconds: float = 60.0
     retry_max_seconds: float = 3600.0
+    first_contact_per_hour: int = 200
+    agent_notifications_per_hour: int = 30
+    digest_minutes: int = 15  # how long a held notification waits for its digest, at most
 
 
 def new_message_id(hostname: str) -> str:
@@ -72,33 +110,37 @@ class Mailer:
     def url(self, path: str) -> str:
         return self.settings.base_url.rstrip("/") + path
 
-    def _capped(self, session: Session, to_addr: str, now: datetime) -> str | None:
-        """None if allowed; "limit" if the day's notice is due; "silent" when over a cap."""
-        suppressed = session.get(Suppression, to_addr)
-        if suppressed is not None and as_utc(suppressed.until) > now:
-            return "silent"
-        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        hour_ago = now - timedelta(hours=1)
-        # One query for the three counts: this runs for every automatic mail we queue.
-        today, hour, limited = session.exec(
-            select(
-                func.count(),
-                func.coalesce(func.sum(case((Outbox.created_at >= hour_ago, 1), else_=0)), 0),
-                func.coalesce(func.sum(case((Outbox.kind == "limit_reached", 1), else_=0)), 0),
-            ).where(
-                Outbox.to_addr == to_addr,
-                col(Outbox.automatic).is_(True),
-                col(Outbox.kind).not_in(UNCAPPED_KINDS),
-                Outbox.created_at >= day_start,
-            )
-        ).one()
-        if limited:
-            return "silent"
-        if today >= self.settings.auto_per_day:
-            return "limit"
-        if hour >= self.settings.auto_per_hour:
-            return "silent"  # no notice: this sender hears from us again next hour
-        return None
+    def _record_unsent(
+        self,
+        session: Session,
+        *,
+        kind: str,
+        to_addr: str,
+        ticket_id: int | None,
+        now: datetime,
+        status: str,
+        reason: str,
+        next_attempt_at: datetime,
+        first_contact: bool,
+    ) -> Outbox:
+        """A row without bytes: a mail not sent (failed) or held for a digest (queued)."""
+        row = Outbox(
+            kind=kind,
+            to_addr=to_addr,
+            ticket_id=ticket_id,
+            message_id=new_message_id(self.settings.hostname),
+            envelope_from="",
+            raw=b"",
+            automatic=kind in _AUTOMATIC,
+            status=status,
+            next_attempt_at=next_attempt_at,
+            created_at=now,
+            reason=reason,
+            first_contact=first_contact,
+        )
+        session.add(row)
+        session.flush()
+        return row
 
     def queue(
         self,
@@ -115,18 +157,73 @@ class Mailer:
         references: tuple[str, ...] = (),
         from_name: str | None = None,
         auto_submitted: str | None = None,
-    ) -> Outbox | None:
-        now = self.clock.now()
-        automatic = kind in AUTOMATIC_KINDS
-        if automatic and kind not in UNCAPPED_KINDS:
-            verdict = self._capped(session, to_addr, now)
-            if verdict == "silent":
-                logs.info("outbox.capped", to=to_addr, kind=kind, ticket=ticket_id)
-                return None
-            if verdict == "limit":
+        requested: bool = False,
+        first_contact: bool = False,
+    ) -> Outbox:
+        """Queue one mail; always returns its row, which may say it waits or was not sent.
+
+        `requested`: a person asked for this mail in the portal just now (not an auto-reply).
+        `first_contact`: to an address we never heard from before the mail this answers.
+        """
+        now, cfg = self.clock.now(), self.settings
+        automatic = kind in _AUTOMATIC
+        if automatic and kind not in UNCAPPED_KINDS and not requested:
+            verdict = auto_cap(session, to_addr, now, cfg.auto_per_hour, cfg.auto_per_day)
+            if verdict is not None and verdict[0] == "silent":
+                row = self._record_unsent(
+                    session,
+                    kind=kind,
+                    to_addr=to_addr,
+                    ticket_id=ticket_id,
+                    now=now,
+                    status="failed",
+                    reason=verdict[1],
+                    next_attempt_at=now,
+                    first_contact=first_contact,
+                )
+                logs.info(
+                    "outbox.not_sent",
+                    outbox=row.id,
+                    to=to_addr,
+                    kind=kind,
+                    ticket=ticket_id,
+                    reason=verdict[1],
+                )
+                return row
+            if verdict is not None:
                 logs.warning("outbox.limit_reached", to=to_addr, kind=kind, ticket=ticket_id)
                 kind, ticket_id, reply_to = "limit_reached", None, None
-        ctx = {"company": self.settings.from_name, "portal_url": self.url("/"), **context}
+        if kind == "agent_notification":
+            digest_at = digest_due(
+                session, to_addr, now, cfg.agent_notifications_per_hour, cfg.digest_minutes
+            )
+            if digest_at is not None:
+                reason = f"{HELD_FOR_DIGEST} for the digest at {digest_at:%H:%M} UTC"
+                row = self._record_unsent(
+                    session,
+                    kind=kind,
+                    to_addr=to_addr,
+                    ticket_id=ticket_id,
+                    now=now,
+                    status="queued",
+                    reason=reason,
+                    next_attempt_at=digest_at,
+                    first_contact=False,
+                )
+                logs.info("outbox.held_for_digest", outbox=row.id, to=to_addr, ticket=ticket_id)
+                return row
+        send_at, reason = now, ""
+        if first_contact and not requested:
+            slot = first_contact_slot(session, now, cfg.first_contact_per_hour)
+            if slot is not None:
+                send_at, reason = slot, f"{FIRST_CONTACT_CAP}: waits until {slot:%H:%M} UTC"
+        # `echo` (may the mail repeat text its trigger's sender chose?) is off unless said.
+        ctx = {
+            "company": self.settings.from_name,
+            "portal_url": self.url("/"),
+            "echo": False,
+            **context,
+        }
         rendered = self.renderer.render(kind, locale, ctx)
         message_id = new_message_id(self.settings.hostname)
         if automatic:
@@ -141,7 +238,7 @@ class Mailer:
             from_addr=self.settings.support_address,
             from_name=from_name or self.settings.from_name,
             message_id=message_id,
-            date=now,
+            date=send_at,  # a delayed mail is dated when it is due to go out
             hostname=self.settings.hostname,
             ticket_id=ticket_id,
             reply_to=reply_to,
@@ -162,11 +259,15 @@ class Mailer:
             envelope_from="" if automatic else self.settings.support_address,
             raw=raw,
             automatic=automatic,
-            next_attempt_at=now,
+            next_attempt_at=send_at,
             created_at=now,
+            reason=reason,
+            first_contact=first_contact,
         )
         session.add(row)
         session.flush()
+        if reason:
+            logs.warning("outbox.delayed", outbox=row.id, kind=kind, to=to_addr, reason=reason)
         logs.info("outbox.queued", outbox=row.id, kind=kind, to=to_addr, ticket=ticket_id)
         return row
 
@@ -196,6 +297,8 @@ class OutboxQueue:
                 .where(
                     Outbox.status == "queued",
                     Outbox.next_attempt_at <= now,
+                    # A row without bytes (held for a digest) is never sent as it is.
+                    func.length(Outbox.raw) > 0,
                     or_(col(Outbox.claimed_until).is_(None), Outbox.claimed_until < now),
                 )
                 .order_by(col(Outbox.id))

@@ -10,7 +10,10 @@ Nothing here knows about HTTP: the caller passes plain values (the client's IP a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
@@ -20,10 +23,11 @@ from mailgate.services import ratelimit as rl
 from mailgate.services.accounts import Accounts, normalise_email
 from mailgate.services.captcha import Captcha
 from mailgate.services.portal_tickets import PortalTickets
-from mailgate.services.ratelimit import RateLimiter
+from mailgate.services.ratelimit import RateLimiter, Verdict
 from mailgate.services.websessions import SignedIn, WebSessions
 from mailgate.services.writer import Writer
 from mailgate.store.db import Database
+from mailgate.store.models import Account
 
 EMAIL_RE = re.compile(r"^[^@\s<>\"()\[\],;:\\]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 NAME_MAX = 200
@@ -33,11 +37,15 @@ PASSWORD_MAX = 1024  # Argon2 would hash a megabyte happily; nobody types one
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a use case did. `status`: ok, invalid, captcha, limited, bad_link, bad_credentials."""
+    """What a use case did. `status`: ok, invalid, captcha, limited, already_sent, bad_link,
+    bad_credentials. For mails asked for: `sent_at` when the (last) link went, `retry_at` when
+    the person may ask again (UTC)."""
 
     status: str
     errors: tuple[str, ...] = ()
     cookie: str | None = None
+    sent_at: datetime | None = None
+    retry_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -79,6 +87,10 @@ class PortalAccounts:
         self.limiter = limiter
         self.captcha = captcha
 
+    def now(self) -> datetime:
+        """The service's clock (pages count Retry-After from it)."""
+        return self.limiter.clock.now()
+
     # -- sessions ------------------------------------------------------------------------
 
     def current(self, cookie: str | None) -> SignedIn | None:
@@ -88,33 +100,53 @@ class PortalAccounts:
             return self.sessions.lookup(session, cookie)
 
     def sign_in(self, email: str, password: str, ip: str, replacing: str | None) -> Outcome:
+        """Failures slow down the client making them (this IP on this address, this IP
+        overall), not the address's owner elsewhere. The attempt is counted as a failure
+        before the password is checked, in the same transaction as the check of the limits,
+        so parallel guesses cannot slip past them; a success takes the count back."""
         email = normalise_email(email)
-        with self.db.read() as session:
-            limited = self.limiter.exceeded(
-                session, rl.SIGN_IN_PER_ADDRESS, email
-            ) or self.limiter.exceeded(session, rl.SIGN_IN_PER_IP, ip)
-            account = self.accounts.find(session, email) if valid_email(email) else None
-        if limited:
+        attempt = self.write(lambda session: self._reserve_attempt(session, email, ip))
+        if isinstance(attempt, Verdict):
             logs.warning("portal.signin_limited", ip=ip)
-            return Outcome("limited")
+            return Outcome("limited", retry_at=attempt.retry_at)
+        account, event_ids = attempt
+        # Checked even for an unknown address (against a dummy hash): a miss costs a hit.
         if not self.accounts.verify_password(account, password) or account is None:
-
-            def failed(session: Session) -> None:
-                self.limiter.record(session, rl.SIGN_IN_PER_ADDRESS, email)
-                self.limiter.record(session, rl.SIGN_IN_PER_IP, ip)
-
-            self.write(failed)
             logs.info("portal.signin_failed", ip=ip)
             return Outcome("bad_credentials")
         account_id = account.id or 0
 
         def succeeded(session: Session) -> str:
-            self.limiter.forget(session, rl.SIGN_IN_PER_ADDRESS, email)
+            self.limiter.forget(session, rl.SIGN_IN_PER_CLIENT, _client(ip, email))
+            self.limiter.take_back(session, event_ids)
             return self.sessions.open(session, account_id, replacing)
 
         cookie = self.write(succeeded)
         logs.info("portal.signed_in", account=account_id)
         return Outcome("ok", cookie=cookie)
+
+    def _reserve_attempt(
+        self, session: Session, email: str, ip: str
+    ) -> Verdict | tuple[Account | None, tuple[int, ...]]:
+        """One write transaction: check the limits and count this attempt, or refuse.
+
+        The per-address ceiling stops guessing spread over many IPs: once an address has
+        had that many failures, each client gets one try on it per window instead of five,
+        but a client with no failure on it (the owner on their own device) still gets that
+        try, so the right password always gets in."""
+        client = [(rl.SIGN_IN_PER_CLIENT, _client(ip, email)), (rl.SIGN_IN_PER_IP, ip)]
+        address = (rl.SIGN_IN_PER_ADDRESS, email)
+        self.limiter.lock(session, [*client, address])
+        verdict = self.limiter.check(session, client)
+        if not verdict.ok:
+            return verdict
+        ceiling = self.limiter.check(session, [address])
+        if not ceiling.ok and self.limiter.uses(session, *client[0]):
+            return ceiling
+        ids = tuple(self.limiter.record(session, limit, subject) for limit, subject in client)
+        ids += (self.limiter.record(session, *address),)
+        account = self.accounts.find(session, email) if valid_email(email) else None
+        return account, ids
 
     def sign_out(self, cookie: str | None) -> None:
         if cookie:
@@ -139,46 +171,55 @@ class PortalAccounts:
         if nonce is None:
             return Outcome("captcha", ("captcha.required",))
 
-        def job(session: Session) -> str:
+        def job(session: Session) -> Outcome:
             if not self.captcha.consume(session, nonce):
-                return "captcha"
-            if not self.limiter.take(
-                session, [(rl.SIGN_UP_PER_IP, ip), (rl.SIGN_UP_PER_ADDRESS, email)]
-            ):
-                return "limited"
+                return Outcome("captcha", ("captcha.required",))
+            verdict = self.limiter.take(
+                session,
+                [
+                    (rl.SIGN_UP_PER_IP, ip),
+                    (rl.SIGN_UP_GAP, email),
+                    (rl.SIGN_UP_PER_ADDRESS, email),
+                ],
+            )
+            if not verdict.ok:
+                return _refused(verdict, by_ip=rl.SIGN_UP_PER_IP)
             account, created = self.accounts.find_or_create_customer(session, email, name, locale)
             if account.password_hash is None:
-                self.accounts.queue_activation(session, account)
+                queued = _queued(self.accounts.queue_activation, session, account, "activation")
             else:
-                self.accounts.queue_reset(session, account)
-            logs.info("portal.signed_up", account=account.id, created=created)
-            return "ok"
+                queued = _queued(self.accounts.queue_reset, session, account, "password_reset")
+            logs.info("portal.signed_up", account=account.id, created=created, queued=queued)
+            # Every address has an account from here on, so "not queued" reveals nothing.
+            return Outcome("ok" if queued else "not_sent", sent_at=self.limiter.clock.now())
 
-        status = self.write(job)
-        return Outcome(status, ("captcha.required",) if status == "captcha" else ())
+        return self.write(job)
 
     def request_reset(self, email: str, ip: str) -> Outcome:
-        """Same answer whether the address is known or not; limits count unknown ones too."""
+        """Same answer whether the address is known or not: the limits and the "sent at"
+        time are kept (hashed) for unknown addresses too. An account made by its first mail
+        and never activated is activated this way as well."""
         email = normalise_email(email)
         if not valid_email(email):
             return Outcome("invalid", ("email.invalid",))
 
-        def job(session: Session) -> str:
-            if not self.limiter.take(
-                session, [(rl.RESET_PER_IP, ip), (rl.RESET_PER_ADDRESS, email)]
-            ):
-                return "limited"
+        def job(session: Session) -> Outcome:
+            verdict = self.limiter.take(
+                session,
+                [(rl.RESET_PER_IP, ip), (rl.RESET_GAP, email), (rl.RESET_PER_ADDRESS, email)],
+            )
+            if not verdict.ok:
+                return _refused(verdict, by_ip=rl.RESET_PER_IP)
             account = self.accounts.find(session, email)
             if account is not None:
-                # A never-activated account (made by its first mail) is activated this way too.
-                self.accounts.queue_reset(session, account)
-                logs.info("portal.reset_requested", account=account.id)
-            return "ok"
+                queued = _queued(self.accounts.queue_reset, session, account, "password_reset")
+                logs.info("portal.reset_requested", account=account.id, queued=queued)
+            return Outcome("ok", sent_at=self.limiter.clock.now())
 
-        status = self.write(job)
-        if status == "limited":
+        outcome = self.write(job)
+        if outcome.status == "limited":
             logs.warning("portal.reset_limited", ip=ip)
-        return Outcome(status)
+        return outcome
 
     def link_account(self, purpose: str, token: str) -> str | None:
         """The e-mail address a link was made for, if it still works (a GET changes nothing)."""
@@ -216,6 +257,25 @@ class PortalAccounts:
             return Outcome("bad_link")
         logs.info("portal.password_set", account=done[0], via=purpose)
         return Outcome("ok", cookie=done[1])
+
+
+def _client(ip: str, email: str) -> str:
+    return f"{ip}|{email}"
+
+
+def _refused(verdict: Verdict, *, by_ip: rl.Limit) -> Outcome:
+    """`already_sent` when this address had its link lately (the page says when), `limited`
+    when only this client's own cap refused it."""
+    if by_ip in verdict.refused_by and len(verdict.refused_by) == 1:
+        return Outcome("limited", retry_at=verdict.retry_at)
+    return Outcome("already_sent", sent_at=verdict.last_at, retry_at=verdict.retry_at)
+
+
+def _queued(queue: Callable[..., Any], session: Session, account: Account, kind: str) -> bool:
+    """Queue a mail the person asked for (no auto-reply caps apply: `requested=True`) and
+    say whether that very mail is in the outbox, so no page promises a mail that is not."""
+    row = queue(session, account, requested=True)
+    return row is not None and getattr(row, "kind", None) == kind
 
 
 def _purpose(purpose: str) -> str:

@@ -142,6 +142,7 @@ class Conversations:
         internal: bool,
         body_text: str,
         matched_by: str,
+        unverified_sender: bool = False,
     ) -> Message:
         now = self.clock.now()
         msg = Message(
@@ -160,6 +161,8 @@ class Conversations:
             raw_sha256=incoming.raw_sha256,
             matched_by=matched_by,
             channel=incoming.channel,
+            sender_auth=incoming.sender_auth,
+            unverified_sender=unverified_sender,
             created_at=now,
         )
         session.add(msg)
@@ -286,25 +289,41 @@ class Conversations:
         )
         if send_mail:
             kind = "follow_up" if follow_up_of else "confirmation"
+            # First contact: this mail made the account, so we never heard from the address
+            # before. Unless the sender was verified, its From may be forged: the mail must not
+            # carry the name or subject they chose to a stranger (no backscatter spam). A ticket
+            # opened in the portal was asked for by a signed-in person: not an auto-reply.
+            first_contact = created
+            echo = not first_contact or incoming.sender_verified
             self.mailer.queue(
                 session,
                 kind=kind,
                 to_addr=customer.email,
-                to_name=customer.name,
+                to_name=customer.name if echo else "",
                 locale=customer.locale,
                 ticket_id=ticket.id,
                 reply_to=self.reply_address(ticket.id or 0, customer.id or 0),
                 in_reply_to=incoming.message_id,
                 references=incoming.references,
+                requested=incoming.channel == "portal",
+                first_contact=first_contact,
                 context={
                     "ticket": ticket,
-                    "customer_name": customer.name,
+                    "echo": echo,
+                    "customer_name": customer.name if echo else "",
                     "ticket_url": self.ticket_url(ticket.id or 0),
                     "old_ticket_id": follow_up_of.id if follow_up_of else None,
                 },
             )
             if created:
-                self.accounts.queue_activation(session, customer, ticket.id, incoming.message_id)
+                self.accounts.queue_activation(
+                    session,
+                    customer,
+                    ticket.id,
+                    incoming.message_id,
+                    first_contact=first_contact,
+                    echo=echo,
+                )
             self._notify_agents(session, ticket, msg, customer, is_new=True)
         return ticket, msg
 
@@ -364,13 +383,15 @@ class Conversations:
     def unverified_agent_mail(
         self, session: Session, ticket: Ticket, sender: Account, incoming: Incoming, matched_by: str
     ) -> Message:
-        """Mail with an agent's From but without that agent's token: From is easy to forge, so it
-        is kept as an internal note; commands in it are text, nothing reaches the customer."""
+        """Mail with an agent's From but without that agent's token, or whose From could not be
+        shown to be theirs (SPF/DKIM/DMARC): From is easy to forge, so it is kept as an internal
+        note flagged "unverified sender"; commands in it are text, nothing reaches the customer."""
         logs.warning(
             "ticket.unverified_agent_mail",
             ticket=ticket.id,
             sender=sender.email,
             message_id=incoming.message_id,
+            sender_auth=incoming.sender_auth or "unchecked",
         )
         return self._store_message(
             session,
@@ -381,6 +402,7 @@ class Conversations:
             internal=True,
             body_text=strip_quotes(incoming.text),
             matched_by=matched_by,
+            unverified_sender=True,
         )
 
     def agent_mail(

@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from mailgate.errors import TempFailure
+from mailgate.store import clean
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -68,6 +69,9 @@ class Database:
         else:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10)
             self.read_engine = self.write_engine
+        # Every writer gets text the database accepts (NUL, lone surrogates): see store/clean.
+        for engine in dict.fromkeys((self.write_engine, self.read_engine)):
+            clean.install(engine)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:

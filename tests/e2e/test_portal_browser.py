@@ -180,7 +180,7 @@ def test_sign_up_with_the_captcha_widget(portal: Mailgate, sink: SmtpSink, page)
     )
     page.get_by_role("button", name="S'inscrire").click()
     page.wait_for_load_state()
-    assert "vous allez recevoir un e-mail" in page.locator("[role=status]").inner_text()
+    assert "nous avons envoyé un e-mail" in page.locator("[role=status]").inner_text()
     mail = sink.wait_kind("activation", to="marie@client.example")[0]
     assert "/activate/" in mail.text()
     assert page.problems == []  # type: ignore[attr-defined]

@@ -46,7 +46,8 @@ def test_customer_reply_via_reply_to_threads_by_token(desk: Desk) -> None:
     second = shown["messages"][1]
     assert second["role"] == "customer" and second["author"] == JEAN
     assert second["body_text"] == "Le voyant orange clignote."
-    assert "a écrit :" in second["full_text"] and "> Nous avons bien reçu" in second["full_text"]
+    # The quoted confirmation (issue 9: a first contact's neutral text, "Votre demande #N ...").
+    assert "a écrit :" in second["full_text"] and "> Votre demande #" in second["full_text"]
     assert shown["messages"][2]["body_text"] == "Et il fait du bruit."
 
 

@@ -69,7 +69,11 @@ def test_a_hard_bounce_of_an_agent_reply_fails_it_notes_it_pauses_and_suppresses
     send(mailgate.smtp_port, make_mail(sender=CUSTOMER, subject="Autre chose"),
          mail_from=CUSTOMER)
     assert count(db, Ticket) == tickets + 1
-    assert len(outbox_to(db, CUSTOMER)) == before
+    # Issue 9: the confirmation not sent is recorded, with its reason, and never goes out.
+    (unsent,) = outbox_to(db, CUSTOMER)[before:]
+    assert (unsent.kind, unsent.status, unsent.attempts, unsent.raw) == (
+        "confirmation", "failed", 0, b"")
+    assert unsent.reason.startswith("suppressed: bounced 5.1.1")
     wait_drained(mailgate)
     new = sink.messages[sunk:]
     assert [kind_of(m) for m in new] == ["agent_notification"]

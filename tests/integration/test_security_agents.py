@@ -11,7 +11,6 @@ from email.message import EmailMessage
 import pytest
 
 from mailgate.services.quarantine import QuarantineService
-
 from tests.support.conversation import (  # noqa: F401 (desk_fixture provides `desk`)
     AGENT,
     AGENT_NAME,
@@ -111,7 +110,8 @@ def test_a_leaked_agent_token_does_not_make_the_customer_an_agent(desk: Desk) ->
 def test_a_forged_agent_mail_released_from_quarantine_is_still_a_note(desk: Desk) -> None:
     opened, notification = staffed(desk)
     # Held on its way in: it looks like a third-party sign-up code (from a no-reply sender).
-    reply = desk.reply(notification, f"{AGENT_NAME} <{AGENT}>", "Votre code de vérification : 482913")
+    code = "Votre code de vérification : 482913"
+    reply = desk.reply(notification, f"{AGENT_NAME} <{AGENT}>", code)
     desk.send(reply)
     held = quarantine(desk).list()
     assert len(held) == 1 and "verification" in held[0]["reason"]

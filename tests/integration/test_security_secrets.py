@@ -16,7 +16,8 @@ from mailgate.core.tokens import make_reply_token, read_reply_token
 from mailgate.keys import KNOWN_SECRETS, Keys, Purpose, load_secret
 from tests.support.peers import ROOT
 
-DOCS = [ROOT / "README.md", ROOT / "config" / "mailgate.toml", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", ROOT / "config" / "mailgate.toml"]
+DOCS += sorted((ROOT / "docs").glob("*.md"))
 
 
 def write(folder: Path, mailgate_table: str) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -13,7 +15,16 @@ from mailgate.adapters.portal.security import safe_next
 from mailgate.adapters.portal.web import Visit, form_post, page, site_of
 from mailgate.services.portal import Outcome
 
-RETRY_AFTER = "900"
+RETRY_AFTER = 900  # seconds, when a refusal does not say when it ends
+
+
+def _retry_after(response: Response, v: Visit, retry_at: datetime | None) -> Response:
+    """429 with Retry-After in seconds, counted from the service's clock."""
+    seconds = RETRY_AFTER
+    if retry_at is not None:
+        seconds = max(1, int((retry_at - v.site.portal.accounts.now()).total_seconds()) + 1)
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 async def home(v: Visit) -> Response:
@@ -28,10 +39,7 @@ async def login_page(v: Visit) -> Response:
 
 def _login(v: Visit, status: int, email: str = "", error: str | None = None) -> Response:
     target = safe_next(v.request.query_params.get("next")) or ""
-    response = v.render("login.html", status, email=email, error=error, next=target)
-    if status == 429:
-        response.headers["Retry-After"] = RETRY_AFTER
-    return response
+    return v.render("login.html", status, email=email, error=error, next=target)
 
 
 async def login(v: Visit, form: FormData) -> Response:
@@ -44,7 +52,9 @@ async def login(v: Visit, form: FormData) -> Response:
         v.session_cookie,
     )
     if outcome.status == "limited":
-        return _login(v, 429, email, v.t("login.limited"))
+        until = v.time(outcome.retry_at) if outcome.retry_at else "?"
+        response = _login(v, 429, email, v.t("login.limited", time=until))
+        return _retry_after(response, v, outcome.retry_at)
     if not outcome.ok or outcome.cookie is None:
         return _login(v, 401, email, v.t("login.failed"))
     target = safe_next(text(form, "next")) or "/tickets"
@@ -65,13 +75,36 @@ async def signup(v: Visit, form: FormData) -> Response:
     outcome: Outcome = await run_in_threadpool(
         v.site.portal.accounts.sign_up, name, email, text(form, "altcha"), v.client_ip, v.locale
     )
-    if outcome.ok:
-        return v.render("check_mail.html", title=v.t("signup.title"), message=v.t("signup.sent"))
+    if outcome.status in ("ok", "already_sent", "not_sent"):
+        return _mail_page(v, "signup", outcome)
     if outcome.status == "limited":
-        response = v.render("signup.html", 429, name=name, email=email, errors=("limited",))
-        response.headers["Retry-After"] = RETRY_AFTER
-        return response
+        refused = _until(v, outcome)
+        response = v.render("signup.html", 429, name=name, email=email, errors=(), refused=refused)
+        return _retry_after(response, v, outcome.retry_at)
     return v.render("signup.html", 400, name=name, email=email, errors=outcome.errors)
+
+
+def _until(v: Visit, outcome: Outcome) -> str:
+    if outcome.retry_at is None:
+        return v.t("error.limited")
+    return v.t("error.limited_until", time=v.time(outcome.retry_at))
+
+
+def _mail_page(v: Visit, flow: str, outcome: Outcome) -> Response:
+    """What happened to the mail asked for, in so many words: sent at, or already sent at and
+    when to ask again, or not sent. Never a promise of a mail that is not queued."""
+    title = v.t(f"{flow}.title")
+    if outcome.status == "already_sent" and outcome.sent_at and outcome.retry_at:
+        message = v.t(
+            f"{flow}.already", sent=v.time(outcome.sent_at), retry=v.time(outcome.retry_at)
+        )
+        response = v.render("check_mail.html", 429, title=title, message=message, spam_hint=False)
+        return _retry_after(response, v, outcome.retry_at)
+    if outcome.status == "ok" and outcome.sent_at:
+        message = v.t(f"{flow}.sent", time=v.time(outcome.sent_at))
+        return v.render("check_mail.html", title=title, message=message)
+    message = v.t(f"{flow}.not_sent")
+    return v.render("check_mail.html", 503, title=title, message=message, spam_hint=False)
 
 
 async def forgot_page(v: Visit) -> Response:
@@ -83,13 +116,12 @@ async def forgot(v: Visit, form: FormData) -> Response:
     outcome: Outcome = await run_in_threadpool(
         v.site.portal.accounts.request_reset, email, v.client_ip
     )
-    if outcome.ok:
+    if outcome.status in ("ok", "already_sent"):
         # The same page for a known and an unknown address.
-        return v.render("check_mail.html", title=v.t("forgot.title"), message=v.t("forgot.sent"))
+        return _mail_page(v, "forgot", outcome)
     if outcome.status == "limited":
-        response = v.render("forgot.html", 429, email=email, errors=("limited",))
-        response.headers["Retry-After"] = "3600"
-        return response
+        response = v.render("forgot.html", 429, email=email, errors=(), refused=_until(v, outcome))
+        return _retry_after(response, v, outcome.retry_at)
     return v.render("forgot.html", 400, email=email, errors=outcome.errors)
 
 

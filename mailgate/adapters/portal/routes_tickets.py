@@ -25,11 +25,20 @@ def _not_found(v: Visit) -> Response:
     return v.render("error.html", 404, title=v.t("error.404.title"), message=v.t("error.404.text"))
 
 
+# Ids are positive INTEGER columns (32-bit on PostgreSQL): anything else names nothing (404)
+# and must not reach the database (SQLite overflows past 64 bits, PostgreSQL refuses a value
+# out of its column's range: either would be a 500).
+ID_MAX = 2**31 - 1
+
+
 def _int(v: Visit, name: str) -> int | None:
-    try:
-        return int(v.request.path_params[name])
-    except (KeyError, ValueError):
+    """The id in the path, or None. Routes take ids as plain text, not `{x:int}`: Starlette
+    would call int() on thousands of digits while routing, and fail with a 500."""
+    raw = str(v.request.path_params.get(name, ""))
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(ID_MAX)):
         return None
+    number = int(raw)
+    return number if 1 <= number <= ID_MAX else None
 
 
 async def tickets(v: Visit) -> Response:
@@ -178,7 +187,7 @@ async def attachment(v: Visit) -> Response:
 
 
 def routes() -> list[Route]:
-    tid = "/tickets/{ticket_id:int}"
+    tid = "/tickets/{ticket_id}"  # after /tickets/new, which wins
     return [
         Route("/tickets", members_only(tickets), methods=["GET"]),
         Route("/tickets/new", members_only(new_ticket_page), methods=["GET"]),
@@ -188,7 +197,7 @@ def routes() -> list[Route]:
         Route(tid + "/delete", members_only(delete_page), methods=["GET"]),
         Route(tid + "/delete", form_post(delete, members=True), methods=["POST"]),
         Route(
-            tid + "/attachments/{attachment_id:int}/{name}",
+            tid + "/attachments/{attachment_id}/{name}",
             members_only(attachment),
             methods=["GET"],
         ),

@@ -2,9 +2,11 @@
 
 - The session cookie is HttpOnly, SameSite=Lax, Secure (and `__Host-` prefixed) when the
   portal's base_url is https.
-- CSRF: every POST carries a hidden `csrf` field. Signed in, it must equal the session's token;
-  signed out, it must be the HMAC of a random `csrf` cookie (signed double submit). A POST whose
-  Origin is another site is refused as well.
+- CSRF: every POST carries a hidden `csrf` field, bound to this browser. Signed in, it must
+  equal the session's token, and nothing else will do (not even a signed-out token, which a
+  cookie planted by another site could have made); signed out, it must be the HMAC of this
+  browser's random `csrf` cookie (signed double submit). A POST whose Origin is another site
+  is refused as well.
 - Every response gets a strict Content-Security-Policy (no inline script or style, images only
   from us) and friends; pages are never cached.
 """
@@ -62,12 +64,13 @@ class Csrf:
         return hmac.new(self._key, cookie.encode(), hashlib.sha256).hexdigest()
 
     def valid(self, submitted: str, session_token: str | None, anon_cookie: str | None) -> bool:
+        """`session_token` is the signed-in session's token (None when signed out)."""
         if not submitted:
             return False
-        if session_token and hmac.compare_digest(submitted, session_token):
-            return True
+        if session_token is not None:  # signed in: only this session's own token
+            return hmac.compare_digest(submitted.encode(), session_token.encode())
         return bool(anon_cookie) and hmac.compare_digest(
-            submitted, self.for_cookie(anon_cookie or "")
+            submitted.encode(), self.for_cookie(anon_cookie or "").encode()
         )
 
 

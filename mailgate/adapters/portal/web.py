@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -33,6 +35,7 @@ class PortalSettings:
     max_body_bytes: int
     csrf_key: bytes
     templates: Path
+    timezone: str = "Europe/Paris"  # [mailgate] default_timezone: how pages show times
 
     @property
     def https(self) -> bool:
@@ -55,8 +58,10 @@ class Site:
     csrf: Csrf
     wake_sender: Callable[[], None]
     env: Environment = field(init=False)
+    zone: ZoneInfo = field(init=False)
 
     def __post_init__(self) -> None:
+        self.zone = ZoneInfo(self.settings.timezone)  # a bad name stops start-up, not a page
         self.env = Environment(
             loader=FileSystemLoader(str(self.settings.templates)),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -100,6 +105,10 @@ class Visit:
 
     def t(self, key: str, **values: object) -> str:
         return self.site.catalogs.text(self.locale, key, **values)
+
+    def time(self, value: datetime) -> str:
+        """A moment as the clock on the visitor's wall shows it ("10:02")."""
+        return value.astimezone(self.site.zone).strftime("%H:%M")
 
     def render(self, template: str, code: int = 200, **context: Any) -> Response:
         site = self.site
