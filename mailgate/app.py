@@ -220,7 +220,7 @@ def build_portal(
             db=db,
             write=committer.run,
             accounts=accounts,
-            sessions=WebSessions(clock),
+            sessions=WebSessions(clock, key=keys.key(Purpose.SESSIONS)),
             limiter=limiter,
             captcha=captcha,
         ),

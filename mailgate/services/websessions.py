@@ -8,6 +8,7 @@ cannot be replayed as cookies. Each session carries its own CSRF token. A sessio
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,13 +33,16 @@ class SignedIn:
     csrf_token: str
 
 
-def session_id(cookie: str) -> str:
-    return hashlib.sha256(cookie.encode()).hexdigest()
+def session_id(cookie: str, key: bytes = b"") -> str:
+    """The stored id of a cookie: keyed, so a database dump names no usable cookie and a
+    rotated secret signs everyone out."""
+    return hmac.new(key, cookie.encode(), hashlib.sha256).hexdigest()
 
 
 class WebSessions:
-    def __init__(self, clock: Clock, lifetime: timedelta = LIFETIME) -> None:
+    def __init__(self, clock: Clock, lifetime: timedelta = LIFETIME, key: bytes = b"") -> None:
         self.clock = clock
+        self.key = key  # mailgate.keys Purpose.SESSIONS
         self.lifetime = lifetime
 
     def open(self, session: Session, account_id: int, replacing: str | None = None) -> str:
@@ -54,7 +58,7 @@ class WebSessions:
         cookie = secrets.token_urlsafe(32)
         session.add(
             WebSession(
-                id=session_id(cookie),
+                id=session_id(cookie, self.key),
                 account_id=account_id,
                 csrf_token=secrets.token_urlsafe(32),
                 created_at=now,
@@ -65,7 +69,8 @@ class WebSessions:
         return cookie
 
     def close(self, session: Session, cookie: str) -> None:
-        session.execute(delete(WebSession).where(col(WebSession.id) == session_id(cookie)))
+        stored = session_id(cookie, self.key)
+        session.execute(delete(WebSession).where(col(WebSession.id) == stored))
 
     def close_all(self, session: Session, account_id: int) -> None:
         session.execute(delete(WebSession).where(col(WebSession.account_id) == account_id))
@@ -73,7 +78,7 @@ class WebSessions:
     def lookup(self, session: Session, cookie: str) -> SignedIn | None:
         if not cookie or len(cookie) > 200:
             return None
-        row = session.get(WebSession, session_id(cookie))
+        row = session.get(WebSession, session_id(cookie, self.key))
         if row is None or as_utc(row.expires_at) <= self.clock.now():
             return None
         account = session.get(Account, row.account_id)
