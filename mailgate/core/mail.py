@@ -143,10 +143,22 @@ def strict_sender(values: list[object]) -> tuple[str, str] | None:
     local, at, domain = addr.rpartition("@")
     if not (at and local and domain) or _BAD_ADDR.search(addr) or "@" in local:
         return None
+    return _sender_name(value, addr), addr
+
+
+def _sender_name(value: object, addr: str) -> str:
+    """The display name alone (decoded, undecodable bytes as U+FFFD); "" if it looks like an
+    address, so nobody is shown it as one."""
     lenient = _addresses([value])
     name = lenient[0][0] if len(lenient) == 1 and lenient[0][1] == addr else ""
+    if _ENCODED_WORD.search(name):  # bad bytes inside: let the registry decode with U+FFFD
+        try:
+            found = policy.default.header_factory("From", str(value)).addresses  # type: ignore[attr-defined]
+            name = str(found[0].display_name) if len(found) == 1 else ""
+        except Exception:
+            name = ""
     name = " ".join(name.split())
-    return ("" if "@" in name else name), addr
+    return "" if "@" in name else name
 
 
 def message_ids(value: object) -> tuple[str, ...]:
