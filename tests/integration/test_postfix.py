@@ -468,7 +468,8 @@ def test_mailgate_stopped_during_a_burst_postfix_defers_and_redelivers(lmtp_desk
     if deferred_while_down:  # else Postfix was quicker than the stop: nothing to redeliver
         deferred = [line for line in pf.log().splitlines() if "status=deferred" in line]
         assert len(deferred) >= deferred_while_down, deferred
-        assert all("Connection refused" in line for line in deferred), deferred
+        # Refused while down, or cut mid-session by the stop: a temporary status either way.
+        assert all("dsn=4." in line for line in deferred), deferred
 
 
 # ---------------------------------------------------------------- Postfix -> pipe (deliver)
