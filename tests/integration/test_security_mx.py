@@ -4,14 +4,11 @@ verdict on the message. An agent's DKIM-signed reply acts; a forged one is a fla
 
 from __future__ import annotations
 
-import base64
 from email import policy
 from email.message import EmailMessage
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import send
 from tests.support.conversation import (  # noqa: F401 (desk_fixture provides `desk`)
@@ -24,6 +21,7 @@ from tests.support.conversation import (  # noqa: F401 (desk_fixture provides `d
 )
 from tests.support.dnsserver import (  # noqa: F401 (dns_server_fixture provides `dns_server`)
     LoopbackDns,
+    dkim_key,
     dns_server_fixture,
 )
 
@@ -33,16 +31,7 @@ JEAN = addr(CUSTOMER)
 
 @pytest.fixture(scope="module")
 def private_key() -> tuple[bytes, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, base64.b64encode(der).decode()
+    return dkim_key()
 
 
 @pytest.fixture

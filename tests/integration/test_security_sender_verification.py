@@ -5,17 +5,14 @@ costing nothing."""
 
 from __future__ import annotations
 
-import base64
-
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailgate.adapters.senderauth import DnsCache, DnsSenderVerifier
 from tests.support.dnsserver import (  # noqa: F401 (dns_server_fixture provides `dns_server`)
     LoopbackDns,
     closed_port,
+    dkim_key,
     dns_server_fixture,
     serving,
 )
@@ -37,17 +34,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def key() -> tuple[bytes, str]:
-    """(private PEM for dkim.sign, the p= of its DNS record)."""
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, base64.b64encode(der).decode()
+    return dkim_key()
 
 
 def mail(from_addr: str = AGENT, body: str = "#status solved\r\n") -> bytes:

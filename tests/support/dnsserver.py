@@ -168,3 +168,22 @@ def serving(port: int = 0, truncate: bool = False, tcp: bool = True) -> Iterator
 def dns_server_fixture() -> Iterator[LoopbackDns]:
     with serving() as server:
         yield server
+
+
+def dkim_key() -> tuple[bytes, str]:
+    """A fresh RSA key for signing test mail: (private PEM for dkim.sign, its DNS `p=`)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    der = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, base64.b64encode(der).decode()
