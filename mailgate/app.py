@@ -24,6 +24,7 @@ from mailgate.adapters.portal import PortalSettings, create_app
 from mailgate.adapters.postfix_map import PostfixMap
 from mailgate.adapters.scheduler import Scheduler
 from mailgate.adapters.sender import Sender
+from mailgate.adapters.sender_process import SenderProcess
 from mailgate.adapters.smtp import (
     DataBudget,
     InboundHandler,
@@ -42,6 +43,7 @@ from mailgate.errors import ConfigError
 from mailgate.keys import Keys, Purpose, load_secret
 from mailgate.metrics import Metrics
 from mailgate.services.accounts import Accounts
+from mailgate.services.assemble import MailAssembler
 from mailgate.services.captcha import Captcha
 from mailgate.services.commit import GroupCommitter
 from mailgate.services.health import HealthProbe
@@ -87,9 +89,13 @@ class App:
     parsers: ParseWorkers
     listeners: dict[str, tuple[str, int]] = field(default_factory=dict)
     mailboxes: dict[str, str] = field(default_factory=dict)  # IMAP mailbox -> its state
+    # Built from the config alone (no test clock or transport): `serve` may then run the
+    # sender in a process of its own, which builds the same App.
+    sender_process: bool = False
 
 
 def build(config: Config, clock: Clock | None = None, transport: Transport | None = None) -> App:
+    sender_process = clock is None and transport is None
     clock = clock or SystemClock()
     keys = app_keys(config)
     db = Database(config.database.url)
@@ -148,7 +154,9 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
     metrics = Metrics()
     health = HealthProbe(db, clock)
     metrics.read_figures(health.figures)
-    transport = transport or make_transport(out.transport, config.mailgate.hostname)
+    transport = transport or make_transport(
+        out.transport, config.mailgate.hostname, out.connections
+    )
     jobs = Jobs(
         db, conversations, config.tickets.auto_resolve_after_days, config.tickets.close_after_days
     )
@@ -167,13 +175,16 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         ingestor=ingestor,
         outbox=outbox,
         transport=transport,
-        sender=Sender(outbox, transport, metrics=metrics),
+        sender=Sender(
+            outbox, transport, metrics=metrics, assemble=MailAssembler(renderer).assemble
+        ),
         jobs=jobs,
         metrics=metrics,
         health=health,
         imap_state=ImapState(ingestor),
         portal=build_portal(config, keys, clock, db, blobs, accounts, conversations, committer),
         parsers=parsers,
+        sender_process=sender_process,
     )
 
 
@@ -348,8 +359,16 @@ async def serve(
     ]
     for poller in pollers:
         poller.start()
+    # The sender in a process of its own (rendering and sending get the other core), its
+    # leases and records in the committer's group commits; a test clock or transport cannot
+    # cross to another process, so with them it runs here.
+    if app.sender_process:
+        sender = SenderProcess(build, cfg, app.sender.wakeup, app.metrics, queue=app.outbox,
+                               write=app.committer.run).run(stop)  # fmt: skip
+    else:
+        sender = app.sender.run(stop)
     tasks = [
-        asyncio.create_task(app.sender.run(stop), name="sender"),
+        asyncio.create_task(sender, name="sender"),
         asyncio.create_task(Scheduler(app.jobs, app.clock).run(stop), name="scheduler"),
         asyncio.create_task(notifier.watchdog(stop), name="watchdog"),
     ]

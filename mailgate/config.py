@@ -70,6 +70,7 @@ class OutboundSection:
     auto_per_day: int = 10
     first_contact_per_hour: int = 200  # mail to never-heard-from addresses, all together
     agent_notifications_per_hour: int = 30  # per agent; beyond, one digest a period
+    connections: int = 2  # SMTP connections kept to the smarthost; maildir: files written at once
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"outbound.transport: expected maildir:PATH or smtp://host:port, got {t!r}"
         )
+    if not 1 <= cfg.outbound.connections <= 32:
+        raise ConfigError("outbound.connections: expected 1 to 32")
     if not cfg.portal.base_url.startswith(("http://", "https://")):
         raise ConfigError("portal.base_url: must start with http:// or https://")
     if cfg.tickets.auto_resolve_after_days < 1 or cfg.tickets.close_after_days < 1:

@@ -6,6 +6,13 @@ words in quadratic time, for one) gets its worker killed and the mail a MailPars
 is quarantined with that reason while the rest of the mail flows; the worker is replaced.
 Workers fork from the multiprocessing fork server, a clean single-threaded process, never from
 our threaded one. Before `start()` (the CLI commands) parsing runs in the caller's process.
+
+Big mail (issue 11: one 25 MB attachment lifted the process tree by ~300 MB): long base64 runs
+are decoded outside the MIME parser (core/hollow.py). Given the blob store, a worker writes
+every attachment of STORE_BYTES or more itself and sends back a BlobRef (digest and size), so
+the parent never receives, unpickles or holds those bytes; `BlobStore.put` of a BlobRef only
+checks it is there. A worker that parsed a mail of RECYCLE_BYTES or more is replaced, so the
+memory the parse took goes back to the system instead of staying in its heap.
 """
 
 from __future__ import annotations
@@ -13,15 +20,20 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import queue
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
 from mailgate import logs
-from mailgate.core.mail import InboundMail, MailParseError, parse_mail
+from mailgate.core.hollow import parse_hollowed
+from mailgate.core.mail import BlobRef, InboundMail, MailParseError, parse_mail
 from mailgate.errors import TempFailure
+from mailgate.store.blobs import BlobStore
 
 START_SECONDS = 60.0  # a worker that is not ready by then is not coming
+STORE_BYTES = 1 << 20  # attachments from this size are stored by the worker, not sent back
+RECYCLE_BYTES = 8 << 20  # after a mail this big, the worker is replaced by a fresh one
 
 
 class ParseCrashed(RuntimeError):
@@ -31,7 +43,36 @@ class ParseCrashed(RuntimeError):
 Parse = Callable[[bytes], InboundMail]
 
 
-def _serve(conn: Connection, parse: Parse) -> None:
+def _write_blob(blobs: BlobStore, pieces: Iterable[bytes]) -> BlobRef:
+    with blobs.writer() as writer:
+        for piece in pieces:
+            writer.write(piece)
+        return writer.commit()
+
+
+def parse_storing(raw: bytes, parse: Parse, blobs: BlobStore | None) -> InboundMail:
+    """parse(raw), big base64 bodies decoded outside the parser; with a blob store, every
+    attachment of STORE_BYTES or more written to it and given as a BlobRef."""
+    if blobs is None:
+        return parse_hollowed(raw, parse)
+    mail = parse_hollowed(raw, parse, lambda pieces: _write_blob(blobs, pieces))
+    if not any(
+        isinstance(a.payload, bytes) and len(a.payload) >= STORE_BYTES for a in mail.attachments
+    ):
+        return mail
+    # Decoded by the parser itself (quoted-printable, a forwarded message...): stored here too.
+    return replace(
+        mail,
+        attachments=tuple(
+            replace(a, payload=BlobRef(blobs.put(a.payload), len(a.payload)))
+            if isinstance(a.payload, bytes) and len(a.payload) >= STORE_BYTES
+            else a
+            for a in mail.attachments
+        ),
+    )
+
+
+def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
     """The worker's loop: raw bytes in, ("ok", InboundMail) or an error out, until EOF."""
     conn.send(("ready", None))
     while True:
@@ -41,19 +82,22 @@ def _serve(conn: Connection, parse: Parse) -> None:
             return
         reply: tuple[str, Any]
         try:
-            reply = ("ok", parse(raw))
+            reply = ("ok", parse_storing(raw, parse, blobs))
         except MailParseError as exc:
             reply = ("refused", str(exc))
+        except TempFailure as exc:  # the blob store is full or gone: the mail waits
+            reply = ("tempfail", str(exc))
         except Exception as exc:  # handed to the parent, which counts it as a crash
             reply = ("crashed", f"{type(exc).__name__}: {exc}")
+        del raw
         conn.send(reply)
 
 
 class _Worker:
-    def __init__(self, ctx: Any, parse: Parse) -> None:
+    def __init__(self, ctx: Any, parse: Parse, blobs: BlobStore | None) -> None:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=_serve, args=(child, parse), name="mailgate-parse", daemon=True
+            target=_serve, args=(child, parse, blobs), name="mailgate-parse", daemon=True
         )
         self.process.start()
         child.close()
@@ -77,22 +121,33 @@ class _Worker:
 
 class ParseWorkers:
     """`parse(raw)` with a deadline, on `workers` child processes. `parse` must be a module-level
-    function (the workers import it by name)."""
+    function (the workers import it by name). With `blobs`, big attachments come back as
+    BlobRefs, already stored."""
 
-    def __init__(self, workers: int, timeout: float, parse: Parse = parse_mail) -> None:
+    def __init__(
+        self,
+        workers: int,
+        timeout: float,
+        parse: Parse = parse_mail,
+        blobs: BlobStore | None = None,
+        recycle_bytes: int = RECYCLE_BYTES,
+    ) -> None:
         self.workers = workers
         self.timeout = timeout
         self.parse = parse
+        self.blobs = blobs
+        self.recycle_bytes = recycle_bytes
         self._ctx: Any = None
         self._idle: queue.Queue[_Worker | None] | None = None
 
     def start(self) -> None:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["mailgate.core.mail"])  # forks start with the parser loaded
+        # Forks start with the parser loaded.
+        ctx.set_forkserver_preload(["mailgate.core.mail", "mailgate.adapters.parsing"])
         self._ctx = ctx
         idle: queue.Queue[_Worker | None] = queue.Queue()
         for _ in range(self.workers):
-            idle.put(_Worker(ctx, self.parse))
+            idle.put(self._spawn())
         self._idle = idle
         logs.info("parse_workers.started", workers=self.workers, timeout=self.timeout)
 
@@ -107,16 +162,29 @@ class ParseWorkers:
             if worker is not None:
                 worker.close()
 
+    def _spawn(self) -> _Worker:
+        return _Worker(self._ctx, self.parse, self.blobs)
+
+    def _recycle(self, worker: _Worker) -> _Worker | None:
+        """A fresh worker for one that parsed a big mail (its heap keeps what the parse took);
+        None if it will not start (the next parse tries again)."""
+        with contextlib.suppress(OSError):
+            worker.close()
+        try:
+            return self._spawn()
+        except TempFailure:
+            return None
+
     def __call__(self, raw: bytes) -> InboundMail:
         idle = self._idle
         if idle is None:
-            return self.parse(raw)
+            return parse_hollowed(raw, self.parse)
         worker = idle.get()  # waits while every worker is busy
         if worker is not None and not worker.process.is_alive():
             worker.kill()  # died while idle (the OOM killer, say): not this mail's fault
             worker = None
         try:
-            worker = worker or _Worker(self._ctx, self.parse)  # None: a killed one, replaced now
+            worker = worker or self._spawn()  # None: a killed one, replaced now
             worker.conn.send_bytes(raw)
             if not worker.conn.poll(self.timeout):
                 worker.kill()
@@ -131,9 +199,13 @@ class ParseWorkers:
                 worker = None
             raise ParseCrashed(f"parse worker died: {type(exc).__name__}") from exc
         finally:
+            if worker is not None and len(raw) >= self.recycle_bytes:
+                worker = self._recycle(worker)
             idle.put(worker)
         if kind == "ok":
             return value  # type: ignore[no-any-return]
         if kind == "refused":
             raise MailParseError(value)
+        if kind == "tempfail":
+            raise TempFailure(value)
         raise ParseCrashed(value)

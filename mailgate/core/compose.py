@@ -1,19 +1,30 @@
-"""An outgoing mail -> EmailMessage carrying every header CONTRACT.md promises.
+"""An outgoing mail -> the bytes we send, carrying every header CONTRACT.md promises.
 
-Headers are set through `email.policy.SMTP`, which refuses CR/LF in a value, and addresses go
-through `headerregistry.Address`, which refuses anything that is not one addr-spec: a display
-name or subject taken from a customer can never add a header or a recipient.
+`compose_bytes` is the fast path the sender uses for every mail: `email.mime` parts under a
+compat32 policy, non-ASCII names and subjects as RFC 2047 encoded words made by
+`email.header.Header` (which also folds them), bodies quoted-printable by `email.charset`.
+`compose` builds the same mail as an `EmailMessage` (policy SMTP, headerregistry): it is the
+reference the tests compare with, and the path for the rare address that is not ASCII.
+
+Either way a display name or subject taken from a customer can never add a header or a
+recipient: `one_line` turns control characters into spaces, every value set is refused if it
+still holds CR or LF, and an address must be one addr-spec (its local part quoted if needed).
+The multipart boundary comes from the Message-ID, so assembling a row twice (a retry) gives
+the same bytes; it starts with "=_", which quoted-printable text can never contain.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from email import policy
+from email import charset, policy
+from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import format_datetime
+from email.message import EmailMessage, Message
+from email.utils import format_datetime, formataddr
+from typing import Any
 
 LOOP_HEADER = "X-Mailgate-Loop"
 AUTOMATIC_KINDS = frozenset(
@@ -64,34 +75,151 @@ def address(addr_spec: str, display_name: str = "") -> Address:
     return Address(display_name=one_line(display_name, 100), username=local, domain=domain)
 
 
-def compose(out: Outgoing) -> EmailMessage:
-    msg = EmailMessage(policy=policy.SMTP)
-    msg["From"] = address(out.from_addr, out.from_name)
-    msg["To"] = address(out.to_addr, out.to_name)
-    msg["Subject"] = one_line(out.subject, 250)
-    msg["Date"] = format_datetime(out.date)
-    msg["Message-ID"] = f"<{out.message_id}>"
-    if out.reply_to:
-        msg["Reply-To"] = address(out.reply_to, out.from_name)
+def boundary_for(message_id: str) -> str:
+    """The multipart boundary of a mail: fixed by its Message-ID, never inside QP text."""
+    return "=_mg_" + hashlib.sha256(message_id.encode("utf-8", "replace")).hexdigest()[:24]
+
+
+def _headers(out: Outgoing) -> list[tuple[str, Any]]:
+    """Every header but the Content-* ones, in order; addresses and names still raw."""
+    headers: list[tuple[str, Any]] = [
+        ("Date", format_datetime(out.date)),
+        ("Message-ID", f"<{out.message_id}>"),
+    ]
     if out.in_reply_to:
-        msg["In-Reply-To"] = f"<{out.in_reply_to}>"
+        headers.append(("In-Reply-To", f"<{out.in_reply_to}>"))
     refs = list(dict.fromkeys(r for r in out.references if r))
     if out.in_reply_to and out.in_reply_to not in refs:
         refs.append(out.in_reply_to)
     if refs:
-        msg["References"] = " ".join(f"<{r}>" for r in refs[-20:])
-    msg["X-Mailgate-Kind"] = out.kind
+        headers.append(("References", " ".join(f"<{r}>" for r in refs[-20:])))
+    headers.append(("X-Mailgate-Kind", out.kind))
     if out.ticket_id is not None:
-        msg["X-Mailgate-Ticket"] = str(out.ticket_id)
-    msg[LOOP_HEADER] = out.hostname
+        headers.append(("X-Mailgate-Ticket", str(out.ticket_id)))
+    headers.append((LOOP_HEADER, out.hostname))
     if out.auto_submitted:
-        msg["Auto-Submitted"] = out.auto_submitted
+        headers.append(("Auto-Submitted", out.auto_submitted))
         # Ask Exchange and friends not to answer our automatic mail with theirs.
-        msg["X-Auto-Response-Suppress"] = "All"
+        headers.append(("X-Auto-Response-Suppress", "All"))
+    return headers
+
+
+def compose(out: Outgoing) -> EmailMessage:
+    """The reference build (headerregistry, policy SMTP): slow, exact, strict."""
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = address(out.from_addr, out.from_name)
+    msg["To"] = address(out.to_addr, out.to_name)
+    msg["Subject"] = one_line(out.subject, 250)
+    rest = _headers(out)
+    msg["Date"], msg["Message-ID"] = rest[0][1], rest[1][1]
+    if out.reply_to:
+        msg["Reply-To"] = address(out.reply_to, out.from_name)
+    for name, value in rest[2:]:
+        msg[name] = value
     msg["MIME-Version"] = "1.0"
     msg.set_content(out.text, charset="utf-8", cte="quoted-printable")
     if out.html:
         msg.add_alternative(out.html, subtype="html", charset="utf-8", cte="quoted-printable")
+        msg.set_boundary(boundary_for(out.message_id))
     # After set_content, which drops Content-* headers set before it.
     msg["Content-Language"] = out.locale
     return msg
+
+
+# -- the fast path ---------------------------------------------------------------------------
+
+
+class _Policy(policy.Compat32):
+    """compat32, strict and quick: a value holding CR or LF is refused when set (as policy
+    SMTP does), and one that needs no folding (ASCII, fits a line) is written as it is instead
+    of going through compat32's Header folding, which every other value still gets."""
+
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        # A Header is only made by _text/_mailbox, of one_line() text and a checked address.
+        if isinstance(value, str) and ("\r" in value or "\n" in value):
+            raise ValueError(f"{name}: a header value may not hold CR or LF")
+        return name, value
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if (
+            type(value) is str
+            and value.isascii()
+            and len(name) + 2 + len(value) <= self.max_line_length
+        ):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)  # type: ignore[no-any-return]
+
+
+_POLICY = _Policy(linesep="\r\n")
+_UTF8 = charset.Charset("utf-8")  # our own instance: the global registry is left alone
+_UTF8.header_encoding = charset.BASE64  # encoded words; quicker to split than Q, as correct
+_UTF8.body_encoding = charset.QP
+
+
+def _encoded_word(value: str) -> str | None:
+    """`value` as one RFC 2047 encoded word if that is short enough to be one (75), else None:
+    splitting into several words (Header) is quadratic in the length, and most names fit."""
+    word = _UTF8.header_encode(value)
+    return word if len(word) <= 75 else None
+
+
+def _text(value: str, name: str) -> str | Header:
+    """A free-text header value: as is when ASCII, else RFC 2047 encoded words."""
+    if value.isascii():
+        return value
+    return _encoded_word(value) or Header(value, _UTF8, header_name=name)
+
+
+def _mailbox(addr_spec: str, display_name: str, name: str) -> str | Header:
+    spec = address(addr_spec).addr_spec  # one addr-spec, its local part quoted if needed
+    shown = one_line(display_name, 100)
+    if not shown:
+        return spec
+    if shown.isascii():
+        return formataddr((shown, spec))  # quotes the name when it needs it
+    word = _encoded_word(shown)
+    if word is not None:
+        return f"{word} <{spec}>"  # what formataddr(..., charset) writes
+    mailbox = Header(shown, _UTF8, header_name=name)
+    mailbox.append(f"<{spec}>", "us-ascii")
+    return mailbox
+
+
+def _part(body: str, subtype: str) -> Message:
+    """A text part, quoted-printable UTF-8 (the stdlib's encoder, through its Charset)."""
+    if not body.endswith(("\n", "\r")):
+        body += "\n"  # as EmailMessage.set_content: a part ends at the end of a line
+    part = Message(policy=_POLICY)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    part.set_payload(_UTF8.body_encode(body))
+    return part
+
+
+def compose_bytes(out: Outgoing) -> bytes:
+    """The wire bytes of a mail: the same headers and parts as `compose`, built quickly."""
+    if not (out.to_addr.isascii() and out.from_addr.isascii() and (out.reply_to or "").isascii()):
+        return compose(out).as_bytes()  # addresses compat32 cannot write: the reference path
+    msg = Message(policy=_POLICY)
+    msg["From"] = _mailbox(out.from_addr, out.from_name, "From")
+    msg["To"] = _mailbox(out.to_addr, out.to_name, "To")
+    msg["Subject"] = _text(one_line(out.subject, 250), "Subject")
+    rest = _headers(out)
+    msg["Date"], msg["Message-ID"] = rest[0][1], rest[1][1]
+    if out.reply_to:
+        msg["Reply-To"] = _mailbox(out.reply_to, out.from_name, "Reply-To")
+    for name, value in rest[2:]:
+        msg[name] = value
+    msg["MIME-Version"] = "1.0"
+    if out.html:
+        boundary = boundary_for(out.message_id)
+        msg["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
+        msg.attach(_part(out.text, "plain"))
+        msg.attach(_part(out.html, "html"))
+    else:
+        text = _part(out.text, "plain")
+        for name, value in text.items():
+            msg[name] = value
+        msg.set_payload(text.get_payload())
+    msg["Content-Language"] = out.locale
+    return msg.as_bytes()

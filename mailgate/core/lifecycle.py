@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-STATUSES = ("new", "open", "pending", "solved", "closed")
-SETTABLE = ("open", "pending", "solved", "closed")
+from mailgate.core.enums import TicketStatus
+
+STATUSES = tuple(TicketStatus)
+SETTABLE = tuple(s for s in TicketStatus if s is not TicketStatus.NEW)
 
 
 def after_customer_reply(status: str) -> str:

@@ -44,10 +44,24 @@ class MailParseError(Exception):
 
 
 @dataclass(frozen=True)
+class BlobRef:
+    """An attachment's bytes already in the blob store (the parse worker wrote them): what a
+    consumer needs of them, the digest and the size, without the bytes. `BlobStore.put` takes
+    one as it takes bytes (it returns the digest) and `len()` gives the size, so code written
+    for bytes stores and sizes it unchanged; reading the bytes means `BlobStore.get`."""
+
+    sha256: str
+    size: int
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@dataclass(frozen=True)
 class Attachment:
     filename: str  # for display only: never a path
     content_type: str
-    payload: bytes
+    payload: bytes | BlobRef  # a BlobRef only from a parse worker that stores big payloads
     inline: bool
 
 

@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 
 from mailgate import logs
 from mailgate.clock import Clock
+from mailgate.core.enums import Role
 from mailgate.core.tokens import ACTIVATE, RESET, LinkTokens
 from mailgate.services.outbox import Mailer
 from mailgate.store.models import Account, Outbox
@@ -54,6 +55,13 @@ class Passwords:
 PASSWORDS = Passwords()  # one per process: the slots bound the whole process
 
 
+class Unset:
+    """The type of UNSET: "not given", where None is a meaningful value."""
+
+
+UNSET = Unset()
+
+
 def normalise_email(email: str) -> str:
     return email.strip().lower()
 
@@ -77,9 +85,17 @@ class Accounts:
         return session.exec(select(Account).where(Account.email == normalise_email(email))).first()
 
     def find_or_create_customer(
-        self, session: Session, email: str, name: str = "", locale: str | None = None
+        self,
+        session: Session,
+        email: str,
+        name: str = "",
+        locale: str | None = None,
+        *,
+        found: Account | Unset | None = UNSET,
     ) -> tuple[Account, bool]:
-        account = self.find(session, email)
+        """(account, created). `found`: the caller already looked the address up in this
+        transaction (None: no account), so it is not looked up twice."""
+        account = self.find(session, email) if isinstance(found, Unset) else found
         if account is not None:
             if not account.name and name:
                 account.name = name[:200]
@@ -87,7 +103,7 @@ class Accounts:
         account = Account(
             email=normalise_email(email),
             name=name[:200],
-            role="customer",
+            role=Role.CUSTOMER,
             security_stamp=secrets.token_hex(16),
             locale=locale or self.default_locale,
             created_at=self.clock.now(),
@@ -99,7 +115,7 @@ class Accounts:
 
     def add_agent(self, session: Session, email: str, name: str) -> Account:
         account, _ = self.find_or_create_customer(session, email, name)
-        account.role = "agent"
+        account.role = Role.AGENT
         account.name = name[:200] or account.name
         session.add(account)
         session.flush()

@@ -1,10 +1,11 @@
 """Agent digests: the notifications held back by the per-agent hourly cap (see outbox.py), gathered
 into one `agent_digest` mail per agent when they are due.
 
-A held notification is an outbox row (`queued`, no bytes, reason "digest: held ...") whose
-`next_attempt_at` says when its digest is due. The job takes every held row of an agent once
-one of them is due, lists their tickets (number, subject, link; several updates of one ticket
-make one line), queues the digest, and marks the held rows `sent` with reason
+A held notification is an outbox row (`queued`, nothing to send: no params, no bytes; reason
+"digest: held ...") whose `next_attempt_at` says when its digest is due. The job takes every
+held row of an agent once one of them is due, lists their tickets (number, subject, link;
+several updates of one ticket make one line), queues the digest (its DigestLines are stored in
+the digest row's params, as dicts), and marks the held rows `sent` with reason
 "digest: sent in outbox #N". It queries by time, so it catches up after downtime; it runs in
 the writer's transaction, so a held row is in exactly one digest.
 """

@@ -12,40 +12,35 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from mailgate import logs
 from mailgate.clock import Clock
 from mailgate.core import authres, loops, verification
 from mailgate.core.addresses import AddressBook, Recipient
-from mailgate.core.bounces import Bounce, parse_dsn
+from mailgate.core.bounces import parse_dsn
+from mailgate.core.enums import Outcome, Role, Step
+from mailgate.core.loops import Automatic
 from mailgate.core.mail import InboundMail, MailParseError, parse_mail, synthesize_message_id
-from mailgate.core.match import Candidate, choose, subject_ticket_ids
+from mailgate.core.match import Candidate
 from mailgate.core.tokens import read_reply_token
 from mailgate.errors import MailgateError, Rejected, TempFailure, TooLarge
 from mailgate.services import poison, sender_trust
+from mailgate.services.bounce_handling import BounceHandler
 from mailgate.services.commit import GroupCommitter
-from mailgate.services.tickets import Conversations, Incoming, NewAttachment
+from mailgate.services.incoming import Incoming, NewAttachment
+from mailgate.services.receipts import claim_receipt, record_decision
+from mailgate.services.thread_match import ThreadMatcher
+from mailgate.services.tickets import Conversations
 from mailgate.store.blobs import BlobStore
 from mailgate.store.clean import refused_value
 from mailgate.store.db import Database
-from mailgate.store.models import (
-    Account,
-    Collaborator,
-    Message,
-    Outbox,
-    Quarantine,
-    Receipt,
-    Suppression,
-    Ticket,
-)
+from mailgate.store.models import Account, Message, Quarantine, Ticket
 
 T = TypeVar("T")
-SUPPRESS_DAYS = 60
 
 
 @dataclass(frozen=True)
@@ -77,9 +72,33 @@ UNCHECKED = Trust()
 @dataclass(frozen=True)
 class Delivery:
     recipient: str
-    outcome: str  # ticketed | duplicate | automatic | loop | bounce | quarantined
+    outcome: Outcome
     ticket_id: int | None = None
     message_id: str = ""
+
+
+class Decision(NamedTuple):
+    outcome: Outcome
+    ticket_id: int | None
+    step: Step  # which step of the pipeline decided (recorded on the receipt)
+
+
+@dataclass
+class _Inbound:
+    """One delivery going through the steps; later steps read what earlier ones found."""
+
+    session: Session
+    raw: bytes
+    sha: str
+    mail: InboundMail | None
+    problem: str
+    rcpt: Recipient
+    envelope: Envelope
+    trust: Trust
+    released: bool
+    automatic: Automatic | None = None
+    sender: Account | None = None
+    candidate: Candidate | None = None
 
 
 def dedupe_key(message_id: str, sender: str, body_sha256: str) -> str:
@@ -161,6 +180,21 @@ class Ingestor:
         self.verifier = None if authserv_id else verifier
         self.verification_rules = verification_rules or verification.DEFAULT_RULES
         self.max_crashes = max_crashes
+        self.matcher = ThreadMatcher(reply_key)
+        self.bounces = BounceHandler(clock, hostname)
+        # The decision, as named steps in order; the first to answer decides.
+        self._steps: tuple[
+            tuple[Step, Callable[[_Inbound], tuple[Outcome, int | None] | None]], ...
+        ] = (
+            (Step.PARSE, self._step_parse),
+            (Step.SENDER, self._step_sender),
+            (Step.LOOP, self._step_loop),
+            (Step.BOUNCE, self._step_bounce),
+            (Step.THIRD_PARTY, self._step_third_party),
+            (Step.AUTOMATIC, self._step_automatic),
+            (Step.MATCH, self._step_match),
+            (Step.DISPATCH, self._step_dispatch),
+        )
 
     # -- entry point -------------------------------------------------------------------
 
@@ -284,7 +318,7 @@ class Ingestor:
             logs.error("ingest.value_refused", message_id=message_id, error=reason)
             return self.committer.run(
                 lambda session: [
-                    self._hold(session, raw, sha, mail, message_id, r, envelope, reason)
+                    self._hold_unprocessed(session, raw, sha, mail, message_id, r, envelope, reason)
                     for r in recipients
                 ]
             )
@@ -300,7 +334,7 @@ class Ingestor:
                 return None
             reason = f"processing crashed {attempts} times: {error}"
             return [
-                self._hold(session, raw, sha, mail, message_id, r, envelope, reason)
+                self._hold_unprocessed(session, raw, sha, mail, message_id, r, envelope, reason)
                 for r in recipients
             ]
 
@@ -313,7 +347,7 @@ class Ingestor:
             raise exc
         return held
 
-    def _hold(
+    def _hold_unprocessed(
         self,
         session: Session,
         raw: bytes,
@@ -326,13 +360,12 @@ class Ingestor:
     ) -> Delivery:
         """Quarantine without processing, under a receipt so a redelivery is a duplicate."""
         key = dedupe_key(message_id, (mail.from_addr if mail else ""), body_digest(raw))
-        receipt = self._claim(session, key, message_id, rcpt, envelope, sha)
-        if receipt is None:
-            return Delivery(rcpt.address, "duplicate", None, message_id)
+        receipt_id = self._claim(session, key, message_id, rcpt, envelope, sha)
+        if receipt_id is None:
+            return Delivery(rcpt.address, Outcome.DUPLICATE, None, message_id)
         self.quarantine(session, sha, len(raw), reason, rcpt.address, envelope, message_id)
-        receipt.outcome = "quarantined"
-        session.add(receipt)
-        return Delivery(rcpt.address, "quarantined", None, message_id)
+        record_decision(session, receipt_id, Outcome.QUARANTINED, None, Step.HELD)
+        return Delivery(rcpt.address, Outcome.QUARANTINED, None, message_id)
 
     def _claim(
         self,
@@ -342,29 +375,20 @@ class Ingestor:
         rcpt: Recipient,
         envelope: Envelope,
         sha: str,
-    ) -> Receipt | None:
+    ) -> int | None:
         """Record this delivery under its dedupe key; None when it was already recorded (an
         MTA retry, the same mail to another of our addresses, or another instance a moment
         ago): the caller then creates nothing."""
-        if session.exec(select(Receipt.id).where(Receipt.dedupe_key == key)).first() is not None:
-            return None
-        receipt = Receipt(
-            dedupe_key=key,
-            message_id=message_id[:998],
+        return claim_receipt(
+            session,
+            key=key,
+            message_id=message_id,
             recipient=rcpt.address,
-            envelope_from=(envelope.mail_from or "")[:320],
+            envelope_from=envelope.mail_from or "",
             channel=envelope.channel,
-            raw_sha256=sha,
-            outcome="pending",
-            received_at=self.clock.now(),
+            sha=sha,
+            now=self.clock.now(),
         )
-        try:
-            with session.begin_nested():
-                session.add(receipt)
-                session.flush()
-        except IntegrityError:  # the unique key lost a race with another writer
-            return None
-        return receipt
 
     # -- one recipient, inside the transaction ------------------------------------------
 
@@ -382,14 +406,12 @@ class Ingestor:
     ) -> Delivery:
         message_id = mail.message_id if mail else f"{sha[:32]}@mailgate.invalid"
         key = dedupe_key(message_id, mail.from_addr if mail else "", body_sha)
-        receipt = self._claim(session, key, message_id, rcpt, envelope, sha)
-        if receipt is None:
-            return Delivery(rcpt.address, "duplicate", None, message_id)
-        outcome, ticket_id = self._decide(session, raw, sha, mail, problem, rcpt, envelope, trust)
-        receipt.outcome = outcome
-        receipt.ticket_id = ticket_id
-        session.add(receipt)
-        return Delivery(rcpt.address, outcome, ticket_id, message_id)
+        receipt_id = self._claim(session, key, message_id, rcpt, envelope, sha)
+        if receipt_id is None:
+            return Delivery(rcpt.address, Outcome.DUPLICATE, None, message_id)
+        decision = self._decide(session, raw, sha, mail, problem, rcpt, envelope, trust)
+        record_decision(session, receipt_id, *decision)
+        return Delivery(rcpt.address, decision.outcome, decision.ticket_id, message_id)
 
     def quarantine(
         self,
@@ -427,80 +449,128 @@ class Ingestor:
         envelope: Envelope,
         trust: Trust,
         released: bool = False,
-    ) -> tuple[str, int | None]:
-        """The pipeline of named steps; `released`: an operator let this mail out of
-        quarantine, so the rules that hold mail aside are skipped, and every rule about who
-        the sender is still applies."""
-        def hold(reason: str, message_id: str = "") -> tuple[str, int | None]:
-            self.quarantine(session, sha, len(raw), reason, rcpt.address, envelope, message_id)
-            return "quarantined", None
+    ) -> Decision:
+        """Run the named steps in order until one decides (Mailman's pipeline of handlers);
+        `released`: an operator let this mail out of quarantine, so the steps that hold mail
+        aside are skipped, and every rule about who the sender is still applies."""
+        ctx = _Inbound(session, raw, sha, mail, problem, rcpt, envelope, trust, released)
+        for step, run in self._steps:
+            found = run(ctx)
+            if found is not None:
+                outcome, ticket_id = found
+                return Decision(outcome, ticket_id, step)
+        raise AssertionError("the dispatch step always decides")
 
-        if mail is None:
-            return hold(problem)
-        if mail.sender_ambiguous:
-            # Several people in From, or one the strict parser had to guess at: nobody's mail.
-            logs.warning("ingest.ambiguous_from", message_id=mail.message_id)
-            return hold("ambiguous From: not one clear sender address", mail.message_id)
-        if not released and loops.is_our_loop(mail.headers, self.hostname):
-            logs.warning("ingest.loop", message_id=mail.message_id, sender=mail.from_addr)
-            return "loop", None
-        bounce = None if released else parse_dsn(raw)
-        if bounce is not None:
-            self._bounce(session, bounce)
-            return "bounce", None
-        if not released and (reason := self._screen(mail)) is not None:
-            return hold(reason, mail.message_id)
-        automatic = None
-        if not released:
-            automatic = loops.classify(
-                mail.headers, envelope.mail_from, mail.from_addr, mail.subject
+    # -- the steps: each returns (outcome, ticket id) when it decides, else None ----------
+
+    def _hold(self, ctx: _Inbound, reason: str) -> tuple[Outcome, int | None]:
+        message_id = ctx.mail.message_id if ctx.mail is not None else ""
+        self.quarantine(
+            ctx.session, ctx.sha, len(ctx.raw), reason, ctx.rcpt.address, ctx.envelope, message_id
+        )
+        return Outcome.QUARANTINED, None
+
+    def _step_parse(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
+        return self._hold(ctx, ctx.problem) if ctx.mail is None else None
+
+    def _step_sender(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
+        assert ctx.mail is not None
+        if not ctx.mail.sender_ambiguous:
+            return None
+        # Several people in From, or one the strict parser had to guess at: nobody's mail.
+        logs.warning("ingest.ambiguous_from", message_id=ctx.mail.message_id)
+        return self._hold(ctx, "ambiguous From: not one clear sender address")
+
+    def _step_loop(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
+        assert ctx.mail is not None
+        if ctx.released or not loops.is_our_loop(ctx.mail.headers, self.hostname):
+            return None
+        logs.warning("ingest.loop", message_id=ctx.mail.message_id, sender=ctx.mail.from_addr)
+        return Outcome.LOOP, None
+
+    def _step_bounce(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
+        bounce = None if ctx.released else parse_dsn(ctx.raw)
+        if bounce is None:
+            return None
+        self.bounces.handle(ctx.session, bounce)
+        return Outcome.BOUNCE, None
+
+    def _step_third_party(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
+        assert ctx.mail is not None
+        reason = None if ctx.released else self._screen(ctx.mail)
+        return None if reason is None else self._hold(ctx, reason)
+
+    def _step_automatic(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
+        """Classifies only: an automatic mail may still join its ticket (next step)."""
+        assert ctx.mail is not None
+        if not ctx.released:
+            m = ctx.mail
+            ctx.automatic = loops.classify(
+                m.headers, ctx.envelope.mail_from, m.from_addr, m.subject
             )
-        incoming = self._incoming(mail, sha, envelope.channel, automatic is not None, trust)
-        sender = self.conversations.accounts.find(session, mail.from_addr)
-        candidate = None if envelope.dmarc_failed else self._match(session, mail, rcpt, sender)
-        if candidate is None:
-            if automatic is not None:
-                reason = f"automatic mail ({automatic.reason}) matching no ticket"
-                return hold(reason, mail.message_id)
+        return None
+
+    def _step_match(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
+        assert ctx.mail is not None
+        ctx.sender = self.conversations.accounts.find(ctx.session, ctx.mail.from_addr)
+        if not ctx.envelope.dmarc_failed:
+            ctx.candidate = self.matcher.match(ctx.session, ctx.mail, ctx.rcpt, ctx.sender)
+        if ctx.candidate is None and ctx.automatic is not None:
+            return self._hold(ctx, f"automatic mail ({ctx.automatic.reason}) matching no ticket")
+        return None
+
+    def _step_dispatch(self, ctx: _Inbound) -> tuple[Outcome, int | None]:
+        mail, session, envelope = ctx.mail, ctx.session, ctx.envelope
+        assert mail is not None
+        incoming = self._incoming(
+            mail, ctx.sha, envelope.channel, ctx.automatic is not None, ctx.trust
+        )
+        if ctx.candidate is None:
             ticket, _ = self.conversations.open_ticket(
-                session, incoming, category=rcpt.category, send_mail=envelope.send_mail
+                session,
+                incoming,
+                category=ctx.rcpt.category,
+                send_mail=envelope.send_mail,
+                requester=ctx.sender,
             )
-            return "ticketed", ticket.id
-        ticket = session.get(Ticket, candidate.ticket_id)
-        assert ticket is not None and sender is not None  # _match only returns real ones
+            return Outcome.TICKETED, ticket.id
+        ticket = session.get(Ticket, ctx.candidate.ticket_id)
+        sender = ctx.sender
+        assert ticket is not None and sender is not None  # match only returns real ones
         if session.exec(
             select(Message.id).where(
                 Message.ticket_id == ticket.id, Message.message_id == mail.message_id
             )
         ).first():
-            return "duplicate", ticket.id
-        if sender.role == "agent" and sender.id != ticket.requester_id:
+            return Outcome.DUPLICATE, ticket.id
+        outcome = Outcome.AUTOMATIC if ctx.automatic else Outcome.TICKETED
+        if sender.role == Role.AGENT and sender.id != ticket.requester_id:
             # An agent acts (public reply, commands) only with their own token AND, when
             # anything checks senders, a From shown to be theirs. Else: a flagged note.
-            trusted = not self.trust_required or trust.verified
-            if candidate.via == "token" and automatic is None and trusted:
-                self.conversations.agent_mail(
+            trusted = not self.trust_required or ctx.trust.verified
+            if ctx.candidate.via == "token" and ctx.automatic is None and trusted:
+                self.conversations.agents.agent_mail(
                     session,
                     ticket,
                     sender,
                     incoming,
-                    matched_by=candidate.via,
+                    matched_by=ctx.candidate.via,
                     send_mail=envelope.send_mail,
                 )
             else:
-                self.conversations.unverified_agent_mail(
-                    session, ticket, sender, incoming, candidate.via
+                self.conversations.agents.unverified_agent_mail(
+                    session, ticket, sender, incoming, ctx.candidate.via
                 )
-            return ("automatic" if automatic else "ticketed"), ticket.id
+            return outcome, ticket.id
         ticket, _ = self.conversations.customer_reply(
             session,
             ticket,
             sender,
             incoming,
-            matched_by=candidate.via,
+            matched_by=ctx.candidate.via,
             send_mail=envelope.send_mail,
         )
-        return ("automatic" if automatic else "ticketed"), ticket.id
+        return outcome, ticket.id
 
     def _screen(self, mail: InboundMail) -> str | None:
         """Why to keep this mail aside: a third-party service's sign-up mail."""
@@ -522,7 +592,8 @@ class Ingestor:
         """Quarantined mail an operator released: ticketed even if it looks automatic, and
         still screened like any mail for who sent it (a forged agent's mail stays a note)."""
         trust = self.sender_trust(raw, mail, envelope)
-        return self._decide(session, raw, sha, mail, "", rcpt, envelope, trust, released=True)
+        decision = self._decide(session, raw, sha, mail, "", rcpt, envelope, trust, released=True)
+        return decision.outcome, decision.ticket_id
 
     def _incoming(
         self, mail: InboundMail, sha: str, channel: str, automatic: bool, trust: Trust
@@ -547,124 +618,3 @@ class Ingestor:
             sender_verified=trust.verified,
             sender_auth=trust.verdict,
         )
-
-    # -- threading ------------------------------------------------------------------------
-
-    def _sender_allowed(self, session: Session, ticket: Ticket, sender: Account | None) -> bool:
-        if sender is None:
-            return False
-        if sender.id == ticket.requester_id or sender.role == "agent":
-            return True
-        return (
-            session.exec(
-                select(Collaborator.id).where(
-                    Collaborator.ticket_id == ticket.id,
-                    Collaborator.email == sender.email,
-                    Collaborator.status == "accepted",
-                )
-            ).first()
-            is not None
-        )
-
-    def _tickets_for_ids(self, session: Session, ids: tuple[str, ...]) -> list[int]:
-        if not ids:
-            return []
-        found = list(
-            session.exec(select(Message.ticket_id).where(col(Message.message_id).in_(ids)))
-        )
-        found += [
-            t
-            for t in session.exec(select(Outbox.ticket_id).where(col(Outbox.message_id).in_(ids)))
-            if t
-        ]
-        return list(dict.fromkeys(found))
-
-    def _match(
-        self, session: Session, mail: InboundMail, rcpt: Recipient, sender: Account | None
-    ) -> Candidate | None:
-        candidates: list[Candidate] = []
-
-        def add(ticket_id: int, via: str) -> None:
-            ticket = session.get(Ticket, ticket_id)
-            if ticket is not None:
-                candidates.append(
-                    Candidate(ticket_id, via, self._sender_allowed(session, ticket, sender))
-                )
-
-        if rcpt.detail:
-            token = read_reply_token(self.reply_key, rcpt.detail)
-            # A token is bound to the person it was sent to: anyone else holding it is treated
-            # like a stranger (it may have been forwarded, or leaked).
-            if token is not None and sender is not None and sender.id == token.account_id:
-                add(token.ticket_id, "token")
-            elif rcpt.detail:
-                logs.warning(
-                    "ingest.foreign_token", message_id=mail.message_id, sender=mail.from_addr
-                )
-        for tid in self._tickets_for_ids(session, mail.in_reply_to):
-            add(tid, "in-reply-to")
-        for tid in self._tickets_for_ids(session, mail.references):
-            add(tid, "references")
-        for tid in subject_ticket_ids(mail.subject):
-            add(tid, "subject")
-        chosen = choose(candidates)
-        if chosen is None and candidates:
-            logs.warning(
-                "ingest.thread_refused",
-                message_id=mail.message_id,
-                sender=mail.from_addr,
-                tickets=",".join(str(c.ticket_id) for c in candidates),
-            )
-        return chosen
-
-    # -- bounces --------------------------------------------------------------------------
-
-    def _bounce(self, session: Session, bounce: Bounce) -> None:
-        row = None
-        if bounce.original_message_id:
-            row = session.exec(
-                select(Outbox).where(Outbox.message_id == bounce.original_message_id)
-            ).first()
-        for r in bounce.recipients:
-            if not r.permanent:
-                logs.info("bounce.temporary", to=r.address, status=r.status)
-                continue
-            if row is None or row.to_addr != r.address:
-                # Anyone can write a DSN: only one about a mail we sent to that address (its
-                # Message-ID is random) may silence mail to it.
-                logs.warning("bounce.unmatched", to=r.address, status=r.status)
-                continue
-            logs.warning("bounce.permanent", to=r.address, status=r.status)
-            until = self.clock.now() + timedelta(days=SUPPRESS_DAYS)
-            existing = session.get(Suppression, r.address)
-            reason = f"{r.status} {r.diagnostic}".strip()
-            if existing is None:
-                session.add(Suppression(email=r.address, reason=reason, until=until))
-            else:
-                existing.until, existing.reason = until, reason
-                session.add(existing)
-            row.status, row.last_error = "failed", f"bounced: {reason}"[:1000]
-            session.add(row)
-            if row.ticket_id:
-                self._bounce_note(session, row.ticket_id, r.address, reason, row.kind)
-
-    def _bounce_note(self, session: Session, ticket_id: int, address: str, reason: str, kind: str):
-        ticket = session.get(Ticket, ticket_id)
-        if ticket is None:
-            return
-        now = self.clock.now()
-        note = Message(
-            ticket_id=ticket_id,
-            role="system",
-            internal=True,
-            body_text=f"Your reply did not reach {address}: {reason}",
-            message_id=f"bounce.{ticket_id}.{now.timestamp()}@{self.hostname}",
-            matched_by="bounce",
-            channel="system",
-            created_at=now,
-        )
-        session.add(note)
-        if kind == "agent_reply":
-            ticket.auto_resolve_paused = True  # do not "solve" a ticket the customer never saw
-        ticket.updated_at = now
-        session.add(ticket)

@@ -39,6 +39,11 @@ def not_sent(status: str, attempts: int) -> bool:
 # not_sent() negated, in SQL.
 WAS_QUEUED = or_(Outbox.status != "failed", Outbox.attempts > 0)
 
+# A row the sender may claim: it has something to send, parameters to assemble it from
+# (services/assemble.py) or the fixed bytes of a row queued before parameters existed. A row
+# held for a digest or recorded not sent has neither, and is never sent as it is.
+SENDABLE = or_(Outbox.params != "", func.length(Outbox.raw) > 0)
+
 
 def auto_cap(
     session: Session, to_addr: str, now: datetime, per_hour: int, per_day: int
@@ -76,8 +81,12 @@ def auto_cap(
 
 def first_contact_slot(session: Session, now: datetime, per_hour: int) -> datetime | None:
     """None to send now; else when the first-contact window has room again. The window counts
-    rows by when they go out (`next_attempt_at`), so the rows it delays are spaced out too."""
-    due = session.exec(
+    rows by when they go out (`next_attempt_at`), so the rows it delays are spaced out too.
+
+    One query, answered from ix_outbox_first_contact_due alone: the per_hour-th latest row of
+    the window, if there is one. It walks min(per_hour, rows in the window) index entries: cheap
+    at the default 200, but linear in the window if per_hour is set to hundreds of thousands."""
+    nth_latest = session.exec(
         select(Outbox.next_attempt_at)
         .where(
             col(Outbox.first_contact).is_(True),
@@ -85,12 +94,13 @@ def first_contact_slot(session: Session, now: datetime, per_hour: int) -> dateti
             WAS_QUEUED,
         )
         .order_by(col(Outbox.next_attempt_at).desc())
-        .limit(per_hour)
-    ).all()
-    if len(due) < per_hour:
+        .offset(per_hour - 1)
+        .limit(1)
+    ).first()
+    if nth_latest is None:
         return None
     # The per_hour-th latest row leaves the window an hour after it goes out.
-    return max(now, as_utc(due[-1]) + timedelta(hours=1))
+    return max(now, as_utc(nth_latest) + timedelta(hours=1))
 
 
 def digest_due(

@@ -1,5 +1,13 @@
-"""The transactional outbox: mail is rendered, composed and stored in the caller's transaction,
-then a sender worker delivers the fixed bytes (a retry keeps its Message-ID).
+"""The transactional outbox: a mail is recorded in the caller's transaction as kind +
+parameters (services/assemble.py), then a sender worker renders and assembles its bytes and
+delivers them (a retry assembles the same bytes: same Message-ID, Date and boundary).
+
+What is fixed at enqueue, in the ticket's transaction: the kind, the recipient, the
+Message-ID, the envelope sender, and in `params` the locale, the template context and every
+header (Date = when the mail is due, names, Reply-To, In-Reply-To/References,
+Auto-Submitted). What is not done there: rendering the templates and building the MIME
+message (~1.3 ms a mail with EmailMessage/headerregistry), which the sender does instead,
+outside the single writer; so the subject is empty on a row until the sender renders it.
 
 Limits, all kept in the database (so they survive restarts), and none of them loses a mail
 silently: a mail not sent is a row with `status="failed"`, `attempts=0` and a `reason`; a mail
@@ -10,8 +18,10 @@ that waits is a `queued` row with a later `next_attempt_at` and a `reason` (`out
   `auto_per_day` a day (UTC), then one `limit_reached` notice and silence until the next day
   (at most 11 a day with the defaults). Mail over a cap, or to an address suppressed after a
   hard bounce, is recorded not sent ("auto-reply cap: 5/hour", "suppressed: bounced ..."), with
-  no bytes (nothing is rendered for it). Not-sent rows do not count towards the caps: the caps
-  count what we put on the wire, as before. Agents are exempt (UNCAPPED_KINDS).
+  nothing to send (no params, no bytes). Not-sent rows do not count towards the caps: the caps
+  count what we put on the wire, as before. Agents are exempt (UNCAPPED_KINDS). So is a first
+  contact (below): the address had no account before this transaction, so nothing we sent it
+  can count, and it cannot be suppressed (a suppression follows a bounce of our mail to it).
 - Mail a person asked for in the portal just now (`requested=True`: password reset, activation
   resend, sign-up activation, the confirmation of a portal ticket) is not an auto-reply: it
   skips the per-address caps and the suppression list (the portal's own per-address and per-IP
@@ -23,11 +33,12 @@ that waits is a `queued` row with a later `next_attempt_at` and a `reason` (`out
   counts first-contact rows by the time they are due to go out, so delayed rows are spaced out
   too), reason "first-contact cap: waits until HH:MM UTC".
 - Agent notifications: at most `agent_notifications_per_hour` an hour per agent are sent one
-  by one; beyond, each is recorded as a held row (`queued`, no bytes, reason "digest: held ...",
-  `next_attempt_at` = when its digest is due, `digest_minutes` after the first held one) and
-  services/digests.py gathers them into one `agent_digest` mail per agent when due (a job). A
-  held row then becomes `sent` with reason "digest: sent in outbox #N": its delivery is that
-  digest row's. The sender never claims a row without bytes.
+  by one; beyond, each is recorded as a held row (`queued`, nothing to send, reason "digest:
+  held ...", `next_attempt_at` = when its digest is due, `digest_minutes` after the first held
+  one) and services/digests.py gathers them into one `agent_digest` mail per agent when due (a
+  job). A held row then becomes `sent` with reason "digest: sent in outbox #N": its delivery is
+  that digest row's. The sender never claims a held row: it claims only rows with something to
+  send (outbound_limits.SENDABLE: params, or the bytes of a row queued before params existed).
 
 The limits' queries are in outbound_limits.py; this module decides what a verdict does.
 """
@@ -45,7 +56,8 @@ from sqlmodel import Session, col, select
 
 from mailgate import logs
 from mailgate.clock import Clock
-from mailgate.core.compose import AUTOMATIC_KINDS, Outgoing, compose
+from mailgate.core.compose import AUTOMATIC_KINDS, address
+from mailgate.services.assemble import encode_params
 from mailgate.services.outbound_limits import (
     DIGEST_KIND,
     FIRST_CONTACT_CAP,
@@ -100,7 +112,8 @@ def new_message_id(hostname: str) -> str:
 
 
 class Mailer:
-    """Renders and queues mail inside the caller's session (same transaction as the ticket)."""
+    """Queues mail inside the caller's session (same transaction as the ticket); the sender
+    renders and assembles it (services/assemble.py)."""
 
     def __init__(self, settings: MailSettings, renderer: MailRenderer, clock: Clock) -> None:
         self.settings = settings
@@ -123,7 +136,7 @@ class Mailer:
         next_attempt_at: datetime,
         first_contact: bool,
     ) -> Outbox:
-        """A row without bytes: a mail not sent (failed) or held for a digest (queued)."""
+        """A row with nothing to send: a mail not sent (failed) or held for a digest (queued)."""
         row = Outbox(
             kind=kind,
             to_addr=to_addr,
@@ -167,7 +180,8 @@ class Mailer:
         """
         now, cfg = self.clock.now(), self.settings
         automatic = kind in _AUTOMATIC
-        if automatic and kind not in UNCAPPED_KINDS and not requested:
+        # A first contact skips the lookups: nothing was sent to an address unknown until now.
+        if automatic and kind not in UNCAPPED_KINDS and not requested and not first_contact:
             verdict = auto_cap(session, to_addr, now, cfg.auto_per_hour, cfg.auto_per_day)
             if verdict is not None and verdict[0] == "silent":
                 row = self._record_unsent(
@@ -224,40 +238,36 @@ class Mailer:
             "echo": False,
             **context,
         }
-        rendered = self.renderer.render(kind, locale, ctx)
-        message_id = new_message_id(self.settings.hostname)
         if automatic:
             auto_submitted = auto_submitted or ("auto-replied" if in_reply_to else "auto-generated")
-        out = Outgoing(
-            kind=kind,
-            to_addr=to_addr,
-            to_name=to_name,
-            subject=rendered.subject,
-            text=rendered.text,
-            html=rendered.html,
-            from_addr=self.settings.support_address,
-            from_name=from_name or self.settings.from_name,
-            message_id=message_id,
+        # Refused here, in the caller's transaction, as composing the mail here used to.
+        for addr in (to_addr, reply_to, cfg.support_address):
+            if addr:
+                address(addr)
+        params = encode_params(
+            locale=self.renderer.locale_for(locale),
+            context=ctx,
             date=send_at,  # a delayed mail is dated when it is due to go out
-            hostname=self.settings.hostname,
-            ticket_id=ticket_id,
+            from_addr=cfg.support_address,
+            from_name=from_name or cfg.from_name,
+            hostname=cfg.hostname,
+            to_name=to_name,
             reply_to=reply_to,
             in_reply_to=in_reply_to,
             references=references,
             auto_submitted=auto_submitted if automatic else None,
-            locale=self.renderer.locale_for(locale),
         )
-        raw = compose(out).as_bytes()
         row = Outbox(
             kind=kind,
             to_addr=to_addr,
-            subject=rendered.subject,
+            subject="",  # rendered by the sender
             ticket_id=ticket_id,
-            message_id=message_id,
+            message_id=new_message_id(cfg.hostname),
             # Automatic mail goes out with the null sender (RFC 3834): a bounce of a bounce,
             # or an autoresponder answering it, can never come back to us.
-            envelope_from="" if automatic else self.settings.support_address,
-            raw=raw,
+            envelope_from="" if automatic else cfg.support_address,
+            raw=b"",
+            params=params,
             automatic=automatic,
             next_attempt_at=send_at,
             created_at=now,
@@ -360,3 +370,6 @@ class OutboxQueue:
                 )
             )
         return "queued"
+
+
+from mailgate.services.outbox_queue import OutboxQueue  # noqa: E402, F401, F811  (moved there)

@@ -4,6 +4,7 @@ A customer sees only tickets they requested and have not deleted, and only the p
 each (no internal notes, no system notes); anything else is "not found", never "forbidden", so
 ticket numbers leak nothing. Answers and new tickets go through Conversations exactly as mail
 does (channel "portal"): same status changes, same confirmation and agent notifications.
+What the pages show, in keyset pages, is read by services/portal_views.py.
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from sqlmodel import Session, col, select
 
 from mailgate import logs
-from mailgate.clock import Clock, as_utc
-from mailgate.core.html import safe_html
-from mailgate.core.lifecycle import STATUSES
+from mailgate.clock import Clock
+from mailgate.services import portal_views as views
 from mailgate.services import ratelimit as rl
+from mailgate.services.portal_views import (  # the read side's shapes, named here as before
+    AttachmentView,
+    MessageView,
+    TicketList,
+    TicketRow,
+    TicketView,
+)
 from mailgate.services.ratelimit import RateLimiter
 from mailgate.services.tickets import Conversations, Incoming, NewAttachment
 from mailgate.services.writer import Writer
@@ -62,49 +68,6 @@ class TicketForm:
 
 
 @dataclass(frozen=True)
-class TicketRow:
-    id: int
-    subject: str
-    status: str
-    created_at: datetime
-    last_exchange_at: datetime
-
-
-@dataclass(frozen=True)
-class AttachmentView:
-    id: int
-    filename: str
-    content_type: str
-    size: int
-
-
-@dataclass(frozen=True)
-class MessageView:
-    id: int
-    mine: bool
-    from_support: bool
-    author: str
-    text: str
-    html: str | None  # already sanitised
-    created_at: datetime
-    attachments: tuple[AttachmentView, ...]
-
-
-@dataclass(frozen=True)
-class TicketView:
-    id: int
-    subject: str
-    status: str
-    created_at: datetime
-    last_exchange_at: datetime
-    customer_ref: str | None
-    problem: str | None
-    broadcaster: str | None
-    follow_up_of: int | None
-    messages: tuple[MessageView, ...]
-
-
-@dataclass(frozen=True)
 class Submitted:
     """status: ok (ticket_id set), invalid (errors), limited, not_found."""
 
@@ -132,61 +95,33 @@ class PortalTickets:
         self.limiter = limiter
         self.clock = clock
         self.rules = rules
+        self.clean_html = views.SafeHtmlCache()
 
     # -- reading -------------------------------------------------------------------------
 
-    def listing(self, account_id: int, status: str | None = None) -> list[TicketRow]:
-        """The customer's tickets, latest exchange first (deleted ones are gone)."""
-        query = select(Ticket).where(
-            Ticket.requester_id == account_id, col(Ticket.customer_deleted_at).is_(None)
-        )
-        if status in STATUSES:
-            query = query.where(Ticket.status == status)
-        query = query.order_by(col(Ticket.last_exchange_at).desc(), col(Ticket.id).desc())
+    def listing(
+        self,
+        account_id: int,
+        status: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> TicketList:
+        """A page of the customer's tickets, latest exchange first (deleted ones are gone);
+        keyset.BadCursor when `after` or `before` is not a cursor."""
         with self.db.read() as session:
-            return [
-                TicketRow(
-                    id=t.id or 0,
-                    subject=t.subject,
-                    status=t.status,
-                    created_at=as_utc(t.created_at),
-                    last_exchange_at=as_utc(t.last_exchange_at),
-                )
-                for t in session.exec(query)
-            ]
+            return views.ticket_list(session, account_id, status, after, before)
 
-    def show(self, account_id: int, ticket_id: int) -> TicketView | None:
+    def show(
+        self,
+        account_id: int,
+        ticket_id: int,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> TicketView | None:
+        """The ticket with a page of its public conversation (the latest by default)."""
         with self.db.read() as session:
-            ticket = _own_ticket(session, account_id, ticket_id)
-            if ticket is None:
-                return None
-            messages = _public_messages(session, ticket_id)
-            attachments = _attachments(session, [m.id or 0 for m in messages])
-            authors = _authors(session, messages)
-            views = tuple(
-                MessageView(
-                    id=m.id or 0,
-                    mine=m.author_id == account_id,
-                    from_support=m.role == "agent",
-                    author=authors.get(m.author_id or 0, ""),
-                    text=m.body_text,
-                    html=safe_html(m.body_html) if m.body_html else None,
-                    created_at=as_utc(m.created_at),
-                    attachments=tuple(attachments.get(m.id or 0, ())),
-                )
-                for m in messages
-            )
-            return TicketView(
-                id=ticket.id or 0,
-                subject=ticket.subject,
-                status=ticket.status,
-                created_at=as_utc(ticket.created_at),
-                last_exchange_at=as_utc(ticket.last_exchange_at),
-                customer_ref=ticket.customer_ref,
-                problem=ticket.problem,
-                broadcaster=ticket.broadcaster,
-                follow_up_of=ticket.follow_up_of_id,
-                messages=views,
+            return views.ticket_view(
+                session, account_id, ticket_id, self.clean_html, after=after, before=before
             )
 
     def attachment(
@@ -208,7 +143,7 @@ class PortalTickets:
             ).first()
         if row is None or not self.blobs.exists(row.sha256):
             return None
-        return _attachment_view(row), self.blobs.path(row.sha256)
+        return views.attachment_view(row), self.blobs.path(row.sha256)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -393,54 +328,22 @@ def _text_problems(text: str, field: str) -> list[str]:
 
 
 def _own_ticket(session: Session, account_id: int, ticket_id: int) -> Ticket | None:
-    ticket = session.get(Ticket, ticket_id)
-    if ticket is None or ticket.requester_id != account_id or ticket.customer_deleted_at:
-        return None
-    return ticket
+    return views.own_ticket(session, account_id, ticket_id)
 
 
 def _ticket_of_message(session: Session, message_id: str) -> int | None:
     return session.exec(select(Message.ticket_id).where(Message.message_id == message_id)).first()
 
 
-def _public_messages(session: Session, ticket_id: int) -> list[Message]:
-    return list(
-        session.exec(
-            select(Message)
-            .where(
-                Message.ticket_id == ticket_id,
-                col(Message.internal).is_(False),
-                col(Message.role).in_(("customer", "agent")),
-            )
-            .order_by(col(Message.created_at), col(Message.id))
-        )
-    )
-
-
-def _attachment_view(row: Attachment) -> AttachmentView:
-    return AttachmentView(
-        id=row.id or 0, filename=row.filename, content_type=row.content_type, size=row.size
-    )
-
-
-def _attachments(session: Session, message_ids: list[int]) -> dict[int, list[AttachmentView]]:
-    found: dict[int, list[AttachmentView]] = {}
-    if message_ids:
-        for row in session.exec(
-            select(Attachment)
-            .where(col(Attachment.message_pk).in_(message_ids))
-            .order_by(col(Attachment.id))
-        ):
-            found.setdefault(row.message_pk, []).append(_attachment_view(row))
-    return found
-
-
-def _authors(session: Session, messages: list[Message]) -> dict[int, str]:
-    """Display names: an agent's name (never their address), a customer's name or address."""
-    ids = {m.author_id for m in messages if m.author_id}
-    names: dict[int, str] = {}
-    if ids:
-        for account in session.exec(select(Account).where(col(Account.id).in_(ids))):
-            fallback = "" if account.role == "agent" else account.email
-            names[account.id or 0] = account.name or fallback
-    return names
+__all__ = [
+    "OTHER",
+    "AttachmentView",
+    "MessageView",
+    "PortalTickets",
+    "Submitted",
+    "TicketForm",
+    "TicketList",
+    "TicketRow",
+    "TicketRules",
+    "TicketView",
+]

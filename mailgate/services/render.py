@@ -1,4 +1,10 @@
-"""Mail templates: templates/mail/{fr,en}/<kind>.{subject,txt,html}.j2, rendered with Jinja2."""
+"""Mail templates: templates/mail/{fr,en}/<kind>.{subject,txt,html}.j2, rendered with Jinja2.
+
+The sender renders every mail it sends, so templates are compiled once and kept: the
+environment never re-checks files on disk (`auto_reload=False`), and each (locale, kind) keeps
+its three templates, the missing HTML of a text-only kind included. A changed template is
+picked up at the next start.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    select_autoescape,
+)
 
 LOCALES = ("fr", "en")
 
@@ -18,6 +31,13 @@ class Rendered:
     html: str | None
 
 
+@dataclass(frozen=True)
+class _Kind:
+    subject: Template
+    text: Template
+    html: Template | None  # a kind may be text-only
+
+
 class MailRenderer:
     def __init__(self, templates_dir: Path, default_locale: str = "fr") -> None:
         self.default_locale = default_locale
@@ -26,22 +46,34 @@ class MailRenderer:
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
             undefined=StrictUndefined,
             keep_trailing_newline=True,
+            auto_reload=False,
         )
+        self._kinds: dict[tuple[str, str], _Kind] = {}
 
     def locale_for(self, locale: str | None) -> str:
         return locale if locale in LOCALES else self.default_locale
 
+    def _templates(self, lang: str, kind: str) -> _Kind:
+        found = self._kinds.get((lang, kind))
+        if found is None:
+            try:
+                html: Template | None = self.env.get_template(f"{lang}/{kind}.html.j2")
+            except TemplateNotFound:
+                html = None
+            found = _Kind(
+                subject=self.env.get_template(f"{lang}/{kind}.subject.j2"),
+                text=self.env.get_template(f"{lang}/{kind}.txt.j2"),
+                html=html,
+            )
+            self._kinds[(lang, kind)] = found
+        return found
+
     def render(self, kind: str, locale: str | None, context: dict[str, Any]) -> Rendered:
         lang = self.locale_for(locale)
+        templates = self._templates(lang, kind)
         context = {"lang": lang, **context}
-        subject = self.env.get_template(f"{lang}/{kind}.subject.j2").render(context)
-        context["title"] = " ".join(subject.split())
-        text = self.env.get_template(f"{lang}/{kind}.txt.j2").render(context)
-        html: str | None = None
-        try:
-            template = self.env.get_template(f"{lang}/{kind}.html.j2")
-        except Exception:  # a kind may be text-only
-            template = None
-        if template is not None:
-            html = template.render(context)
-        return Rendered(subject=" ".join(subject.split()), text=text, html=html)
+        subject = " ".join(templates.subject.render(context).split())
+        context["title"] = subject
+        text = templates.text.render(context)
+        html = templates.html.render(context) if templates.html is not None else None
+        return Rendered(subject=subject, text=text, html=html)

@@ -13,17 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 from mailgate.errors import TempFailure
 from mailgate.store import clean
+from mailgate.store.schema_version import VERSION_TABLE, SchemaNotCurrent, head_revision
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# pg_advisory_xact_lock key: two processes creating or migrating the schema take turns.
+# (SQLite needs none: the upgrade's transaction begins IMMEDIATE, taking the write lock.)
+SCHEMA_LOCK = 0x6D61696C67617465  # "mailgate"
 
 
 def _sqlite_engine(url: str, *, writer: bool, busy_timeout_ms: int) -> Engine:
@@ -99,16 +101,56 @@ class Database:
             raise TempFailure("database busy: no connection available") from exc
 
     def upgrade(self) -> None:
-        """Create or migrate the schema to the newest Alembic revision."""
+        """Create or migrate the schema to the newest Alembic revision (serve, `db upgrade`)."""
+        # Alembic costs ~60 ms to import: only here, never on `deliver`'s path to a current schema.
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         try:
             with self.write_engine.connect() as conn:
+                # One transaction for the whole upgrade, begun here (SQLite: BEGIN IMMEDIATE,
+                # its write lock; PostgreSQL: plus an advisory lock). Alembic then runs every
+                # migration inside it (on SQLite it would commit after each one), so a reader
+                # sees no schema or all of it, and a concurrent upgrader waits, then finds
+                # nothing to do.
+                conn.begin()
+                if conn.dialect.name == "postgresql":  # held until the commit below
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
                 conn.commit()
         except OperationalError as exc:  # down or locked: `deliver` must say 75, not crash
             raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
+
+    def revision(self) -> str | None:
+        """The schema's Alembic revision: one SELECT, no Alembic. None when the database has
+        no schema yet (no version table, or an empty one)."""
+        try:
+            with self.read_engine.connect() as conn:
+                if not inspect(conn).has_table(VERSION_TABLE):
+                    return None
+                rows = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all()
+        except (OperationalError, DBAPIError) as exc:
+            raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
+        return ",".join(sorted(str(r[0]) for r in rows)) or None
+
+    def require_current(self, *, create: bool = False) -> None:
+        """Raise SchemaNotCurrent unless the schema is at this code's head revision.
+
+        With `create`, a database with no schema at all gets one (under upgrade()'s lock):
+        a fresh install whose MTA delivers before anyone ran `mailgate db upgrade` then just
+        works. A schema at another revision is never migrated here: that is `db upgrade`'s
+        job (or serve's), run by an operator who can take a backup and restart serve."""
+        head = head_revision()
+        found = self.revision()
+        if found == head:
+            return
+        if found is None and create:
+            self.upgrade()  # a concurrent creator holds the lock first: this then does nothing
+            return
+        raise SchemaNotCurrent(found, head)
 
     def ping(self) -> None:
         with self.read() as session:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -16,7 +16,7 @@ class Account(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(index=True, unique=True, max_length=320)
     name: str = Field(default="", max_length=200)
-    role: str = Field(default="customer", max_length=16)  # customer | agent
+    role: str = Field(default="customer", max_length=16, index=True)  # core.enums.Role
     password_hash: str | None = Field(default=None, max_length=200)
     # Rotated on every password change: signed links that carry the old stamp stop working.
     security_stamp: str = Field(default="", max_length=64)
@@ -26,6 +26,26 @@ class Account(SQLModel, table=True):
 
 
 class Ticket(SQLModel, table=True):
+    # "My activities" in keyset pages (migration 0004): only tickets the customer still sees.
+    __table_args__ = (
+        Index(
+            "ix_ticket_requester_exchange",
+            "requester_id",
+            "last_exchange_at",
+            "id",
+            sqlite_where=text("customer_deleted_at IS NULL"),
+            postgresql_where=text("customer_deleted_at IS NULL"),
+        ),
+        Index(
+            "ix_ticket_requester_status_exchange",
+            "requester_id",
+            "status",
+            "last_exchange_at",
+            "id",
+            sqlite_where=text("customer_deleted_at IS NULL"),
+            postgresql_where=text("customer_deleted_at IS NULL"),
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     subject: str = Field(default="", sa_column=Column(Text, nullable=False))
     status: str = Field(default="new", index=True, max_length=16)
@@ -50,6 +70,8 @@ class Ticket(SQLModel, table=True):
 
 
 class Message(SQLModel, table=True):
+    # A ticket's conversation in order, in keyset pages (migration 0004).
+    __table_args__ = (Index("ix_message_ticket_created", "ticket_id", "created_at", "id"),)
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="ticket.id", index=True)
     author_id: int | None = Field(default=None, foreign_key="account.id")
@@ -92,7 +114,8 @@ class Receipt(SQLModel, table=True):
     envelope_from: str = Field(default="", max_length=320)
     channel: str = Field(default="smtp", max_length=16)
     raw_sha256: str = Field(max_length=64)
-    outcome: str = Field(max_length=32)  # ticketed | automatic | loop | quarantined | bounce
+    outcome: str = Field(max_length=32)  # core.enums.Outcome
+    decided_by: str = Field(default="", max_length=16)  # core.enums.Step that decided
     ticket_id: int | None = Field(default=None, index=True)
     received_at: datetime = Field(sa_column=_ts())
 
@@ -120,6 +143,12 @@ class IngestFailure(SQLModel, table=True):
 
 
 class Outbox(SQLModel, table=True):
+    # first_contact_slot reads the window from this index alone (status, attempts: not sent?).
+    __table_args__ = (
+        Index(
+            "ix_outbox_first_contact_due", "first_contact", "next_attempt_at", "status", "attempts"
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=32)
     to_addr: str = Field(index=True, max_length=320)
@@ -127,8 +156,12 @@ class Outbox(SQLModel, table=True):
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
     message_id: str = Field(index=True, max_length=998)
     envelope_from: str = Field(default="", max_length=320)
-    # The exact bytes fixed at enqueue time: a retry resends them, Message-ID included.
+    # Bytes fixed at enqueue time (rows queued before params existed); b"" on newer rows.
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # What the sender renders and assembles the mail from (services/assemble.py, JSON): the
+    # locale, the template context and every header fixed at enqueue (Date, names, thread).
+    # "" on a row with nothing to send: held for a digest, not sent, or queued with `raw`.
+    params: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     automatic: bool = Field(default=True)
     status: str = Field(default="queued", index=True, max_length=16)  # queued | sent | failed
     attempts: int = 0

@@ -1,0 +1,130 @@
+"""Outbound mail as parameters, and the bytes the sender assembles from them.
+
+The writer's transaction records what a mail is (outbox.Mailer.queue): kind, recipient and
+Message-ID on the row, and in `Outbox.params` (JSON, `encode_params`) the locale, the template
+context and every header fixed at enqueue (Date, names, Reply-To, thread, Auto-Submitted).
+Rendering and MIME assembly, most of a mail's cost, happen in the sender: `MailAssembler`
+renders the templates and composes the bytes just before sending. A retry assembles the same
+bytes again (same Message-ID, Date and multipart boundary, same templates).
+
+A context holds ORM rows and dataclasses (a Ticket, DigestLines, CommandErrors): each is stored
+as a dict of its fields, which a template reads as before (Jinja's `ticket.id` reads a dict's
+key when there is no attribute). Dates and times are stored as ISO 8601 strings and stay
+strings: no template under templates/mail formats one (a template that starts to must parse
+it, or this module must restore them). A value JSON cannot hold is refused at enqueue, in the
+caller's transaction, not found out by the sender.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import SQLModel
+
+from mailgate.core.compose import Outgoing, compose_bytes
+from mailgate.services.render import MailRenderer
+from mailgate.store.models import Outbox
+
+PARAMS_VERSION = 1
+
+
+def _plain(value: Any) -> Any:
+    """json's `default`: what a context may hold beyond JSON's own types."""
+    if isinstance(value, SQLModel):  # an ORM row: its column fields, not its relationships
+        return {name: getattr(value, name) for name in type(value).model_fields}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dt.date | dt.time):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"a mail's context cannot hold {type(value).__name__}")
+
+
+def encode_params(
+    *,
+    locale: str,
+    context: dict[str, Any],
+    date: dt.datetime,
+    from_addr: str,
+    from_name: str,
+    hostname: str,
+    to_name: str = "",
+    reply_to: str | None = None,
+    in_reply_to: str | None = None,
+    references: tuple[str, ...] = (),
+    auto_submitted: str | None = None,
+) -> str:
+    """The JSON of `Outbox.params`: everything but what the row's own columns hold."""
+    return json.dumps(
+        {
+            "v": PARAMS_VERSION,
+            "locale": locale,
+            "date": date.isoformat(),
+            "from_addr": from_addr,
+            "from_name": from_name,
+            "hostname": hostname,
+            "to_name": to_name,
+            "reply_to": reply_to,
+            "in_reply_to": in_reply_to,
+            "references": list(references),
+            "auto_submitted": auto_submitted,
+            "context": context,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=_plain,
+    )
+
+
+@dataclass(frozen=True)
+class Assembled:
+    raw: bytes
+    subject: str  # as rendered: the sender may store it on the row (`outbox list` shows it)
+
+
+class MailAssembler:
+    """Row -> the bytes to send. Thread-safe: the renderer's templates are compiled once."""
+
+    def __init__(self, renderer: MailRenderer) -> None:
+        self.renderer = renderer
+
+    def assemble(self, row: Outbox) -> bytes:
+        return self.build(row).raw
+
+    def build(self, row: Outbox) -> Assembled:
+        """Raises ValueError/KeyError/jinja2 errors for a row that can never be assembled (a
+        bad address, a template missing): the sender should fail that row, not retry it."""
+        if not row.params:  # queued before params existed: its bytes were fixed then
+            return Assembled(raw=bytes(row.raw), subject=row.subject)
+        p = json.loads(row.params)
+        if p.get("v") != PARAMS_VERSION:
+            raise ValueError(f"outbox #{row.id}: unknown params version {p.get('v')!r}")
+        rendered = self.renderer.render(row.kind, p["locale"], p["context"])
+        out = Outgoing(
+            kind=row.kind,
+            to_addr=row.to_addr,
+            to_name=p["to_name"],
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            from_addr=p["from_addr"],
+            from_name=p["from_name"],
+            message_id=row.message_id,
+            date=dt.datetime.fromisoformat(p["date"]),
+            hostname=p["hostname"],
+            ticket_id=row.ticket_id,
+            reply_to=p["reply_to"],
+            in_reply_to=p["in_reply_to"],
+            references=tuple(p["references"]),
+            auto_submitted=p["auto_submitted"],
+            locale=self.renderer.locale_for(p["locale"]),
+        )
+        return Assembled(raw=compose_bytes(out), subject=rendered.subject)

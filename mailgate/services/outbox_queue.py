@@ -1,0 +1,208 @@
+"""The sender's side of the outbox: lease a batch of due rows in one short write transaction,
+then record every outcome of that batch in one more.
+
+Two write transactions per batch (not two per mail) is what lets the sender keep up while the
+ingest writer holds SQLite's lock most of the time. A leased row (`claimed_until` in the
+future) is taken by no other sender; PostgreSQL also skips rows another sender is claiming
+right now (`FOR UPDATE SKIP LOCKED`). A lease that runs out (the sender died mid-batch) makes
+the row due again: recording a mail as sent must not be lost, or it goes out twice.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, bindparam, func, or_, update
+from sqlmodel import Session, col, select
+
+from mailgate.clock import Clock
+from mailgate.store.models import Outbox
+
+if TYPE_CHECKING:  # outbox.py re-exports OutboxQueue: a runtime import here would be a cycle
+    from mailgate.services.outbox import MailSettings
+
+
+def sendable() -> ColumnElement[bool]:
+    """THE CLAIM CONDITION: which queued rows hold a mail the sender can put on the wire.
+
+    A row held for an agent digest has no bytes and is never sent as it is."""
+    return or_(Outbox.params != "", func.length(Outbox.raw) > 0)  # A1: params or old bytes
+
+
+class Delivery(StrEnum):
+    """What a transport did with one mail of a batch."""
+
+    SENT = "sent"
+    TEMPORARY = "temporary"  # 4xx, network: try again later, with backoff
+    PERMANENT = "permanent"  # 5xx: never going to work for this row
+    SKIPPED = "skipped"  # not tried (stopping, lease running out): given back, no attempt counted
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivery: Delivery
+    error: str = ""
+
+
+SENT = Attempt(Delivery.SENT)
+SKIPPED = Attempt(Delivery.SKIPPED)
+
+
+@dataclass(frozen=True)
+class OutboundMail:
+    """What a transport needs to deliver one mail."""
+
+    envelope_from: str
+    to_addr: str
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One row's result, as the sender hands it to `settle`."""
+
+    outbox_id: int
+    attempts: int  # the row's attempts before this one
+    attempt: Attempt
+
+
+class OutboxQueue:
+    """Claiming and settling rows for the sender worker; one short transaction per batch."""
+
+    def __init__(
+        self, db: Any, settings: MailSettings, clock: Clock, lease_seconds: int = 300
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        self.lease = timedelta(seconds=lease_seconds)
+        self.rng = random.Random()
+
+    def claim_due(self, limit: int = 100) -> list[Outbox]:
+        """Rows due now, leased to this worker so no other sender takes them meanwhile."""
+        with self.db.write() as session:
+            return self.claim_in(session, limit)
+
+    def claim_in(self, session: Session, limit: int) -> list[Outbox]:
+        """`claim_due` as a job in the caller's write transaction (e.g. a group commit's)."""
+        now = self.clock.now()
+        query = (
+            select(Outbox)
+            .where(
+                Outbox.status == "queued",
+                Outbox.next_attempt_at <= now,
+                sendable(),
+                or_(col(Outbox.claimed_until).is_(None), Outbox.claimed_until < now),
+            )
+            .order_by(col(Outbox.id))
+            .limit(limit)
+        )
+        if not self.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        rows = list(session.exec(query))
+        if rows:
+            session.execute(
+                update(Outbox)
+                .where(col(Outbox.id).in_([r.id for r in rows]))
+                .values(claimed_until=now + self.lease)
+            )
+        return rows
+
+    def settle(self, outcomes: Sequence[Outcome]) -> dict[int, str]:
+        """Record a whole batch in one transaction. Returns each row's new status: "sent",
+        "queued" (retried later, or given back untried) or "failed".
+
+        Raises TempFailure when the database is unavailable: nothing is recorded then, and the
+        caller retries the same call."""
+        with self.db.write() as session:
+            return self.settle_in(session, outcomes)
+
+    def settle_in(self, session: Session, outcomes: Sequence[Outcome]) -> dict[int, str]:
+        """`settle` as a job in the caller's write transaction (e.g. a group commit's)."""
+        now = self.clock.now()
+        cfg = self.settings
+        sent: list[int] = []
+        released: list[int] = []
+        retries: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
+        statuses: dict[int, str] = {}
+        for o in outcomes:
+            attempts = o.attempts + 1
+            kind = o.attempt.delivery
+            if kind is Delivery.SENT:
+                sent.append(o.outbox_id)
+                statuses[o.outbox_id] = "sent"
+            elif kind is Delivery.SKIPPED:
+                released.append(o.outbox_id)
+                statuses[o.outbox_id] = "queued"
+            elif kind is Delivery.TEMPORARY and attempts < cfg.max_attempts:
+                delay = _backoff(attempts, cfg.retry_base_seconds, cfg.retry_max_seconds, self.rng)
+                retries.append(
+                    {
+                        "oid": o.outbox_id,
+                        "attempts": attempts,
+                        "error": o.attempt.error[:1000],
+                        "due": now + timedelta(seconds=delay),
+                    }
+                )
+                statuses[o.outbox_id] = "queued"
+            else:
+                error = o.attempt.error
+                if kind is Delivery.TEMPORARY:
+                    error = f"gave up after {attempts} attempts: {error}"
+                failures.append({"oid": o.outbox_id, "attempts": attempts, "error": error[:1000]})
+                statuses[o.outbox_id] = "failed"
+        table = Outbox.__table__  # type: ignore[attr-defined]
+        by_id = table.c.id == bindparam("oid")
+        conn = session.connection()
+        if sent:
+            conn.execute(
+                update(table)
+                # Not twice: a batch recorded again (its first answer lost) keeps its count.
+                .where(table.c.id.in_(sent), table.c.status != "sent")
+                .values(
+                    status="sent",
+                    sent_at=now,
+                    claimed_until=None,
+                    attempts=table.c.attempts + 1,
+                )
+            )
+        if released:
+            conn.execute(update(table).where(table.c.id.in_(released)).values(claimed_until=None))
+        if retries:
+            conn.execute(
+                update(table)
+                .where(by_id)
+                .values(
+                    attempts=bindparam("attempts"),
+                    claimed_until=None,
+                    last_error=bindparam("error"),
+                    next_attempt_at=bindparam("due"),
+                ),
+                retries,
+            )
+        if failures:
+            conn.execute(
+                update(table)
+                .where(by_id)
+                .values(
+                    status="failed",
+                    attempts=bindparam("attempts"),
+                    claimed_until=None,
+                    last_error=bindparam("error"),
+                ),
+                failures,
+            )
+        return statuses
+
+
+def _backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float:
+    # Imported here: outbox.py imports this module at its end (the re-export of OutboxQueue).
+    from mailgate.services.outbox import backoff_seconds
+
+    return backoff_seconds(attempts, base, cap, rng)

@@ -1,0 +1,63 @@
+"""Receipts: one row per accepted delivery under a unique dedupe key.
+
+Claimed with one `INSERT ... ON CONFLICT DO NOTHING RETURNING id` (SQLite >= 3.35 and
+PostgreSQL): no look-up first, no savepoint, and two writers racing on the same key (an MTA
+retry, another instance) can never both win: the unique constraint decides.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from mailgate.core.enums import Outcome, Step
+from mailgate.store.models import Receipt
+
+_TABLE: Any = Receipt.__table__  # type: ignore[attr-defined]
+
+
+def claim_receipt(
+    session: Session,
+    *,
+    key: str,
+    message_id: str,
+    recipient: str,
+    envelope_from: str,
+    channel: str,
+    sha: str,
+    now: datetime,
+) -> int | None:
+    """The new receipt's id, or None when this key was already recorded: create nothing."""
+    bind = session.get_bind()
+    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(_TABLE)
+        .values(
+            dedupe_key=key,
+            message_id=message_id[:998],
+            recipient=recipient,
+            envelope_from=envelope_from[:320],
+            channel=channel,
+            raw_sha256=sha,
+            outcome=Outcome.PENDING.value,
+            decided_by="",
+            received_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(_TABLE.c.id)
+    )
+    return session.execute(stmt).scalar()
+
+
+def record_decision(
+    session: Session, receipt_id: int, outcome: Outcome, ticket_id: int | None, step: Step
+) -> None:
+    session.execute(
+        update(_TABLE)
+        .where(_TABLE.c.id == receipt_id)
+        .values(outcome=outcome.value, ticket_id=ticket_id, decided_by=step.value)
+    )

@@ -1,0 +1,155 @@
+"""core/compose.py: `compose_bytes`, the sender's fast path, says what the reference `compose`
+(EmailMessage, headerregistry) says, header by header and part by part, whatever a customer
+put in a name or a subject; and it gives the same bytes twice (a retry)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.header import decode_header, make_header
+from email.message import EmailMessage
+from email.utils import getaddresses
+
+import pytest
+
+from mailgate.core.compose import Outgoing, compose, compose_bytes, one_line
+
+LONG_ASCII = "Printer broken since yesterday, the screen stays black and nothing prints at all " * 2
+NAMES = [
+    "",
+    "Jean Dupont",
+    "Dupont, Jean",
+    'Jean "JD" Dupont',
+    "Jérôme Dupont",
+    "Jérôme «Dupont», Jr.",
+    "Ωμέγα 中文 名前",
+    "Eve\r\nBcc: victim@evil.example",
+    "x" * 150,
+    "Jérôme " * 20,
+]
+SUBJECTS = [
+    "Bonjour",
+    "[#1234] Demande reçue : Imprimante en panne depuis hier, écran noir",
+    LONG_ASCII,
+    "Aide\r\nBcc: victim@evil.example\r\n\r\nbody",
+    "=?utf-8?q?already_encoded?= =_mg_ boundary-like",
+    "é" * 300,
+]
+
+
+ADDRESS_HEADERS = {"From", "To", "Reply-To"}
+
+
+def _out(**changes: object) -> Outgoing:
+    values: dict[str, object] = {
+        "kind": "confirmation",
+        "to_addr": "jean@client.example",
+        "to_name": "Jean Dupont",
+        "subject": "[#12] Demande reçue",
+        "text": "Bonjour,\n\nVotre demande #12 est reçue.\n\nLe support\n",
+        "html": "<p>Bonjour,</p>\n<p>Votre demande <strong>#12</strong> est reçue.</p>\n",
+        "from_addr": "support@example.com",
+        "from_name": "Support Exemple",
+        "message_id": "mg.0123456789abcdef@mg.test",
+        "date": datetime(2026, 1, 5, 9, 30, tzinfo=UTC),
+        "hostname": "mg.test",
+        "ticket_id": 12,
+        "reply_to": "support+t12.abc@example.com",
+        "in_reply_to": "a@client.example",
+        "references": ("x@client.example", "a@client.example"),
+        "auto_submitted": "auto-replied",
+        "locale": "fr",
+    }
+    values.update(changes)
+    return Outgoing(**values)  # type: ignore[arg-type]
+
+
+def _parsed(raw: bytes) -> EmailMessage:
+    return message_from_bytes(raw, policy=policy.default)  # type: ignore[return-value]
+
+
+def _mailboxes(msg: EmailMessage, name: str) -> list[tuple[str, str]]:
+    """(display name, address) of each mailbox; the name without its spaces, since
+    policy.default's parser adds one where an encoded word ends inside a word."""
+    found = getaddresses([str(msg[name])])
+    return [("".join(n.split()), a) for n, a in found]
+
+
+def _same_mail(out: Outgoing) -> bytes:
+    fast = compose_bytes(out)
+    ref, got = _parsed(compose(out).as_bytes()), _parsed(fast)
+    assert [k.lower() for k in got.keys()] == [k.lower() for k in ref.keys()]
+    for name in ref.keys():
+        if name not in ADDRESS_HEADERS:
+            assert str(got[name]) == str(ref[name]), name
+    for name in ADDRESS_HEADERS & set(ref.keys()):
+        assert _mailboxes(got, name) == _mailboxes(ref, name), name
+    ref_parts, got_parts = list(ref.walk()), list(got.walk())
+    assert [p.get_content_type() for p in got_parts] == [p.get_content_type() for p in ref_parts]
+    for r, g in zip(ref_parts, got_parts, strict=True):
+        if not r.is_multipart():
+            assert g.get_content() == r.get_content()
+            assert g["Content-Transfer-Encoding"] == "quoted-printable"
+    head = fast.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+    assert b"\n" not in head.replace(b"\r\n", b"")  # every line ends CRLF, nothing bare
+    return fast
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_name_reads_the_same_and_stays_in_its_header(name: str):
+    raw = _same_mail(_out(to_name=name, from_name=name))
+    if not name.isascii():  # RFC 2047 decoding gives back the name itself, to the letter
+        to = message_from_bytes(raw, policy=policy.compat32)["To"]
+        assert str(make_header(decode_header(to))) == f"{one_line(name, 100)} <jean@client.example>"
+
+
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_a_subject_reads_the_same_and_stays_in_its_header(subject: str):
+    raw = _same_mail(_out(subject=subject))
+    names = [
+        line.split(b":", 1)[0].lower()
+        for line in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        if line[:1] not in b" \t"
+    ]
+    assert b"bcc" not in names and len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"html": None},  # a text-only kind
+        {"reply_to": None, "in_reply_to": None, "references": ()},
+        {"auto_submitted": None, "kind": "agent_reply"},
+        {"ticket_id": None},
+        {"references": tuple(f"r{i}@client.example" for i in range(30))},
+        {"to_addr": "a,b@client.example"},  # a local part that must be quoted
+        {"locale": "en", "text": "line\r\nwith CRLF and trailing space \n" + "é" * 200},
+    ],
+    ids=repr,
+)
+def test_every_shape_of_mail_reads_the_same(changes: dict[str, object]):
+    _same_mail(_out(**changes))
+
+
+def test_assembling_twice_gives_the_same_bytes():
+    assert compose_bytes(_out()) == compose_bytes(_out())
+    assert compose_bytes(_out()) != compose_bytes(_out(message_id="mg.other@mg.test"))
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["eve@client.example\r\nBcc: victim@evil.example", "eve@client.example\n", "no-at-sign",
+     "@client.example", "eve@", "eve@client.example\x00"],
+)  # fmt: skip
+def test_an_address_that_is_not_one_addr_spec_is_refused(address: str):
+    with pytest.raises(ValueError):
+        compose_bytes(_out(to_addr=address))
+    with pytest.raises(ValueError):
+        compose_bytes(_out(reply_to=address))
+
+
+@pytest.mark.parametrize("field", ["message_id", "in_reply_to", "hostname", "locale"])
+def test_cr_lf_in_any_other_value_is_refused(field: str):
+    with pytest.raises(ValueError):
+        compose_bytes(_out(**{field: "x@y\r\nBcc: victim@evil.example"}))
