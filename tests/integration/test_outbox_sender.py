@@ -127,7 +127,8 @@ def test_outbound_mail_declares_its_language(app: App):
     raw = mail_bytes(make_mail(headers={"Content-Language": "en"}))
     app.ingestor.ingest(raw, Envelope(mail_from=JEAN, recipients=(SUPPORT,)))
     for row in outbox_rows(app.db):
-        msg = email.message_from_bytes(row.raw, policy=email.policy.default)
+        wire = app.sender.assemble(row)  # what the sender puts on the wire for the row
+        msg = email.message_from_bytes(wire, policy=email.policy.default)
         assert msg["Content-Language"] == "en", row.kind
 
 

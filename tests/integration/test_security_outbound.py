@@ -18,11 +18,10 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func
 
 from mailgate.clock import FixedClock, as_utc
 from mailgate.core.compose import AUTOMATIC_KINDS
-from mailgate.services.outbound_limits import not_sent
+from mailgate.services.outbound_limits import SENDABLE, not_sent
 from mailgate.services.tickets import Incoming
 from mailgate.store.models import Account, Outbox, Ticket
 from tests.conftest import make_mail, send
@@ -74,8 +73,7 @@ def _send(mg: Mailgate, msg: EmailMessage, stamp: str | None = None) -> None:
 def _settled(mg: Mailgate, now: datetime) -> bool:
     """Nothing due now is left for the sender (rows waiting for later do not count)."""
     return count(
-        mg.app.db, Outbox, Outbox.status == "queued", Outbox.next_attempt_at <= now,
-        func.length(Outbox.raw) > 0,
+        mg.app.db, Outbox, Outbox.status == "queued", Outbox.next_attempt_at <= now, SENDABLE,
     ) == 0  # fmt: skip
 
 
