@@ -1,27 +1,35 @@
-"""The `mailgate` command (see CONTRACT.md). Builds the App and calls services; prints tables
-or JSON; exits non-zero with one clear line on standard error."""
+"""The `mailgate` command (see CONTRACT.md). Builds what a command needs and calls services;
+prints tables or JSON; exits non-zero with one clear line on standard error.
+
+Each command imports what it uses inside its handler, and builds no more than it needs: the
+database alone for listings, mailgate.wiring's ingest core for commands that write tickets,
+the whole App (app.build) only for serve, `outbox send` and check-config. A Postfix pipe runs
+`deliver` once per mail and every import here is paid per mail (issue 11). Only `serve` and
+`db upgrade` migrate; the rest check the schema revision with one SELECT.
+Log records (level info) go to stderr only with --verbose (serve always logs).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
-import logging.handlers
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
-
-from sqlmodel import col, select
+from typing import TYPE_CHECKING, Any
 
 from mailgate import config as config_mod
 from mailgate import logs
-from mailgate.errors import ConfigError, MailgateError, NotFound, Rejected, TempFailure
+from mailgate.errors import ConfigError, MailgateError, NotFound, TempFailure
+
+if TYPE_CHECKING:
+    from mailgate.store.db import Database
+    from mailgate.wiring import Core
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 70, 75, 78
 EX_OSERR = 71
+VERBOSE_HELP = "log every event on stderr (default: warnings and errors only)"
 
 
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -64,10 +72,29 @@ def _output(args: argparse.Namespace, data: Any, columns: Sequence[str] | None =
 
 
 def _app(args: argparse.Namespace) -> Any:
+    """Everything serve builds (Starlette, the portal, the sender...): only where needed."""
     from mailgate.app import build
 
     app = build(config_mod.load(args.config))
+    app.db.require_current()
     return app
+
+
+def _database(args: argparse.Namespace) -> Database:
+    from mailgate.store.db import Database
+
+    db = Database(config_mod.load(args.config).database.url)
+    db.require_current()
+    return db
+
+
+def _core(args: argparse.Namespace, *, create: bool = False) -> Core:
+    """What ingest and the ticket services need; `create`: give a new database its schema."""
+    from mailgate.wiring import build_for_ingest
+
+    core = build_for_ingest(config_mod.load(args.config))
+    core.db.require_current(create=create)
+    return core
 
 
 def _whoami() -> str:
@@ -79,7 +106,7 @@ def _whoami() -> str:
         return f"uid {os.geteuid()}"
 
 
-def _start_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """One line naming what stopped start-up, with the user it ran as (a service user often
     cannot read what root set up: the venv's interpreter, data_dir, the working directory)."""
     if isinstance(exc, OSError) and exc.filename:
@@ -104,6 +131,8 @@ def _preflight() -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
     from mailgate.app import build, serve
 
     cfg = config_mod.load(args.config)
@@ -115,89 +144,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = build(cfg)
         asyncio.run(serve(app))
     except (OSError, EOFError) as exc:  # a listener cannot bind, a file cannot be read: one line
-        print(f"mailgate: cannot start: {_start_error(exc)}", file=sys.stderr)
+        print(f"mailgate: cannot start: {describe_error(exc)}", file=sys.stderr)
         return EX_OSERR
     return EX_OK
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
-    """A Postfix pipe puts what we print into its log and, for a bounce, into the DSN the
-    sender reads: so exactly one short line on failure, never log records or a traceback
-    (those go to syslog when there is one)."""
-    from mailgate.services.ingest import Envelope
+    from mailgate.deliver import run  # its own module: what it may import is kept small
 
-    buffered = _buffer_logs()
-    outcome = EX_OK
-    line = ""
-    try:
-        app = _app(args)
-        raw = sys.stdin.buffer.read()
-        recipients = tuple(args.recipient or [app.config.support_address])
-        app.db.upgrade()
-        app.ingestor.ingest(
-            raw, Envelope(mail_from=args.sender, recipients=recipients, channel="deliver")
-        )
-    except Rejected as exc:
-        outcome, line = EX_DATAERR, f"mailgate: refused: {exc.smtp_reply()}"
-    except ConfigError as exc:  # EX_CONFIG: Postfix defers (4.3.5) until the config is fixed
-        outcome, line = EX_CONFIG, f"mailgate: config error: {exc}"
-    except TempFailure as exc:
-        outcome, line = EX_TEMPFAIL, f"mailgate: temporary failure: {exc}"
-    except Exception as exc:  # fault barrier: the MTA keeps the mail and retries
-        logs.error("deliver.crashed", exc_info=True)
-        outcome, line = EX_TEMPFAIL, f"mailgate: temporary failure: {_start_error(exc)}"
-    buffered.flush_to(sys.stderr if outcome == EX_OK else None)
-    if line:
-        print(" ".join(line.split())[:300], file=sys.stderr)
-    return outcome
-
-
-class _LogBuffer(logging.Handler):
-    """Holds deliver's log records until we know whether it failed."""
-
-    def __init__(self, formatter: logging.Formatter | None) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-        self.setFormatter(formatter or logging.Formatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def flush_to(self, stream: Any) -> None:
-        target: logging.Handler | None = None
-        if stream is not None:
-            target = logging.StreamHandler(stream)
-        elif os.path.exists("/dev/log"):
-            try:
-                target = logging.handlers.SysLogHandler(
-                    "/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
-                )
-            except OSError:
-                target = None
-        if target is not None:
-            target.setFormatter(self.formatter)
-            for record in self.records:
-                target.handle(record)
-            target.close()
-        self.records.clear()
-
-
-def _buffer_logs() -> _LogBuffer:
-    ours = logging.getLogger("mailgate")
-    buffer = _LogBuffer(ours.handlers[0].formatter if ours.handlers else None)
-    ours.handlers[:] = [buffer]
-    root = logging.getLogger()
-    for h in [h for h in root.handlers if getattr(h, "mailgate", False)]:
-        root.removeHandler(h)
-    buffer.mailgate = True  # type: ignore[attr-defined]  # replaced by the next logs.setup()
-    root.addHandler(buffer)
-    return buffer
+    return run(args)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    app = _app(args)
-    app.db.upgrade()
-    print(f"database at head: {_safe_url(app.db.url)}")
+    from mailgate.keys import load_secret
+    from mailgate.store.db import Database
+
+    cfg = config_mod.load(args.config)
+    # The install step also makes (or checks) the secret, as building the App used to.
+    load_secret(cfg.mailgate.secret_key, cfg.secret_file)
+    db = Database(cfg.database.url)
+    try:
+        db.upgrade()
+    finally:
+        db.dispose()
+    print(f"database at head: {_safe_url(db.url)}")
     return EX_OK
 
 
@@ -210,8 +180,7 @@ def _safe_url(url: str) -> str:
 def cmd_ticket_list(args: argparse.Namespace) -> int:
     from mailgate.services.ticket_views import list_tickets
 
-    app = _app(args)
-    with app.db.read() as session:
+    with _database(args).read() as session:
         rows = list_tickets(session, args.status)
     _output(args, rows, ("id", "status", "requester", "category", "subject", "updated_at"))
     return EX_OK
@@ -220,8 +189,7 @@ def cmd_ticket_list(args: argparse.Namespace) -> int:
 def cmd_ticket_show(args: argparse.Namespace) -> int:
     from mailgate.services.ticket_views import show_ticket
 
-    app = _app(args)
-    with app.db.read() as session:
+    with _database(args).read() as session:
         data = show_ticket(session, args.id)
     if data is None:
         raise NotFound(f"no ticket {args.id}")
@@ -230,10 +198,11 @@ def cmd_ticket_show(args: argparse.Namespace) -> int:
 
 
 def cmd_account_list(args: argparse.Namespace) -> int:
+    from sqlmodel import col, select
+
     from mailgate.store.models import Account
 
-    app = _app(args)
-    with app.db.read() as session:
+    with _database(args).read() as session:
         rows = [
             {
                 "id": a.id,
@@ -254,19 +223,20 @@ def cmd_agent_add(args: argparse.Namespace) -> int:
 
     if not ADDR_RE.match(args.email):
         raise ConfigError(f"not an e-mail address: {args.email!r}")
-    app = _app(args)
-    with app.db.write() as session:
-        agent = app.accounts.add_agent(session, args.email, args.name)
+    core = _core(args)
+    with core.db.write() as session:
+        agent = core.accounts.add_agent(session, args.email, args.name)
         print(f"agent {agent.id} {agent.email} ({agent.name})")
     return EX_OK
 
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
+    from sqlmodel import col, select
+
     from mailgate.clock import as_utc
     from mailgate.store.models import Outbox
 
-    app = _app(args)
-    with app.db.read() as session:
+    with _database(args).read() as session:
         query = select(Outbox).order_by(col(Outbox.id).desc())
         if args.status:
             query = query.where(Outbox.status == args.status)
@@ -301,7 +271,15 @@ def cmd_outbox_send(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_run(args: argparse.Namespace) -> int:
-    app = _app(args)
+    from datetime import UTC, datetime
+
+    from mailgate.services.jobs import Jobs
+
+    core = _core(args)
+    tickets = core.config.tickets
+    jobs = Jobs(
+        core.db, core.conversations, tickets.auto_resolve_after_days, tickets.close_after_days
+    )
     now = datetime.now(UTC)
     if args.now:
         try:
@@ -309,7 +287,7 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--now: not an ISO 8601 time: {args.now!r}") from None
         now = now if now.tzinfo else now.replace(tzinfo=UTC)
-    report = app.jobs.run_all(now)
+    report = jobs.run_all(now)
     _output(
         args,
         {"now": now.isoformat(), "auto_resolved": report.auto_resolved, "closed": report.closed},
@@ -320,7 +298,7 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from mailgate.services.quarantine import QuarantineService
 
-    service = QuarantineService(_app(args).ingestor)
+    service = QuarantineService(_core(args).ingestor)
     if args.action == "list":
         _output(args, service.list(args.all), ("id", "received_at", "reason", "recipient", "size"))
     elif args.action == "show":
@@ -338,10 +316,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"ok   config {cfg.path}")
     from mailgate.app import build
 
-    app = build(cfg)
+    app = build(cfg)  # everything serve would build: that is what is being checked
     failures = 0
     checks = [
         ("database", lambda: (app.db.ping(), _safe_url(app.db.url))[1]),
+        ("schema", lambda: (app.db.require_current(), f"at {app.db.revision()}")[1]),
         ("outbound", app.transport.check),
     ]
     from mailgate.adapters.imap import mailbox_key
@@ -357,17 +336,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    import logging
     from pathlib import Path
 
     from mailgate.services.importer import Importer, ImportReport
 
-    if not args.verbose:  # one log line per message would drown the progress line
-        logs.setup(args.log_format, logging.WARNING)
-    app = _app(args)
+    app = _core(args, create=True)
     if args.recipient and app.ingestor.addresses.resolve(args.recipient) is None:
         raise ConfigError(f"--recipient {args.recipient} is not one of our [addresses]")
-    app.db.upgrade()
     tty = sys.stderr.isatty()
 
     def progress(r: ImportReport) -> None:
@@ -407,12 +382,15 @@ def _imap_check(app: Any, box: Any) -> Any:
     return check
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every command; with only="deliver", that one alone (a Postfix pipe starts us once per
+    mail, and building the thirty other subparsers costs more than parsing its arguments)."""
     p = argparse.ArgumentParser(prog="mailgate", description="An email-first helpdesk.")
     p.add_argument(
         "--config", help="config file (default: $MAILGATE_CONFIG or config/mailgate.toml)"
     )
     p.add_argument("--log-format", choices=("kv", "json"), default="kv")
+    p.add_argument("--verbose", "-v", action="store_true", help="log every event on stderr")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Any, help: str, parent: Any = sub) -> argparse.ArgumentParser:
@@ -425,15 +403,27 @@ def parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help=argparse.SUPPRESS,
         )
+        # Accepted after the command too, as --config is; the top-level default stands.
+        sp.add_argument(
+            "--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+        )
         return sp
 
-    add("serve", cmd_serve, "run listeners, sender, scheduler and portal")
+    if only != "deliver":
+        add("serve", cmd_serve, "run listeners, sender, scheduler and portal")
     d = add("deliver", cmd_deliver, "ingest one message from standard input")
     # Postfix expands ${recipient} to every recipient of the delivery: "--recipient a b".
     d.add_argument(
         "--recipient", nargs="+", action="extend", help="envelope recipient(s) (repeatable)"
     )
     d.add_argument("--sender", default=None, help="envelope sender (Postfix ${sender})")
+    d.add_argument(
+        "--in-process",
+        action="store_true",
+        help="store the message in this process even when serve's LMTP listener answers",
+    )
+    if only == "deliver":
+        return p
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     add("upgrade", cmd_db_upgrade, "create or migrate the schema", db)
 
@@ -482,13 +472,31 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("path", help="mbox file or Maildir folder")
     imp.add_argument("--recipient", help="treat every message as sent to this address of ours")
     imp.add_argument("--json", action="store_true", help="the summary as JSON")
-    imp.add_argument("--verbose", action="store_true", help="log every message")
     return p
 
 
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The command named on a command line, skipping the options before it."""
+    tokens = iter(argv)
+    for token in tokens:
+        if (
+            len(token) > 2
+            and "=" not in token
+            and any(option.startswith(token) for option in ("--config", "--log-format"))
+        ):
+            next(tokens, None)  # its value
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    logs.setup(args.log_format)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser("deliver" if _command_word(argv) == "deliver" else None).parse_args(argv)
+    # A command's output is its result; its log records only with --verbose. serve's log is
+    # its output (journald).
+    quiet = not args.verbose and args.func is not cmd_serve
+    logs.setup(args.log_format, logging.WARNING if quiet else logging.INFO)
     try:
         return int(args.func(args))
     except ConfigError as exc:
