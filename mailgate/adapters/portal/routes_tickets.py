@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -13,7 +14,9 @@ from starlette.routing import Route
 from mailgate.adapters.portal.forms import text, uploads
 from mailgate.adapters.portal.web import Visit, form_post, members_only
 from mailgate.core.lifecycle import STATUSES
+from mailgate.services.keyset import BadCursor
 from mailgate.services.portal_tickets import OTHER, Submitted, TicketForm
+from mailgate.services.portal_views import Pages
 
 # Served as their own type; anything else downloads as bytes, so nothing can run as HTML.
 SAFE_TYPES = frozenset(
@@ -41,28 +44,74 @@ def _int(v: Visit, name: str) -> int | None:
     return number if 1 <= number <= ID_MAX else None
 
 
+def _bad_link(v: Visit) -> Response:
+    """A page link that was cut, edited or made up: say so, never a 500."""
+    return v.render(
+        "error.html", 400, title=v.t("error.page_link.title"), message=v.t("error.page_link.text")
+    )
+
+
+def _cursors(v: Visit) -> tuple[str | None, str | None]:
+    params = v.request.query_params
+    return params.get("after") or None, params.get("before") or None
+
+
+def _pager(
+    v: Visit, path: str, pages: Pages, keep: dict[str, str], anchor: str = ""
+) -> dict[str, str | None]:
+    """Links to the pages on either side (and back to the start), keeping the filter."""
+
+    def link(**cursor: str) -> str:
+        query = urlencode({**keep, **cursor})
+        return v.site.url(path) + (f"?{query}" if query else "") + anchor
+
+    return {
+        "previous": link(before=pages.previous) if pages.previous else None,
+        "next": link(after=pages.next) if pages.next else None,
+        "start": link() if pages.previous else None,
+    }
+
+
 async def tickets(v: Visit) -> Response:
     assert v.who is not None
     status = v.request.query_params.get("status") or None
     status = status if status in STATUSES else None
-    rows = await run_in_threadpool(v.site.portal.tickets.listing, v.who.account_id, status)
+    after, before = _cursors(v)
+    try:
+        found = await run_in_threadpool(
+            v.site.portal.tickets.listing, v.who.account_id, status, after, before
+        )
+    except BadCursor:
+        return _bad_link(v)
     notice = None
     for key in ("created", "deleted"):
         if v.request.query_params.get(key, "").isdigit():
             notice = v.t(f"tickets.{key}", id=v.request.query_params[key])
     if v.request.query_params.get("welcome"):
         notice = v.t("tickets.welcome")
-    return v.render("tickets.html", rows=rows, status=status, statuses=STATUSES, notice=notice)
+    return v.render(
+        "tickets.html",
+        rows=found.rows,
+        pages=found.pages,
+        pager=_pager(v, "/tickets", found.pages, {"status": status} if status else {}),
+        paged=bool(after or before),
+        status=status,
+        statuses=STATUSES,
+        notice=notice,
+    )
 
 
 async def _own_ticket(v: Visit) -> Any:
     """The signed-in customer's ticket named in the path, or None (absent, or someone else's:
-    both answer 404, so ids reveal nothing)."""
+    both answer 404, so ids reveal nothing). BadCursor for a bad page link."""
     assert v.who is not None
     ticket_id = _int(v, "ticket_id")
     if ticket_id is None:
         return None
-    return await run_in_threadpool(v.site.portal.tickets.show, v.who.account_id, ticket_id)
+    after, before = _cursors(v)
+    return await run_in_threadpool(
+        v.site.portal.tickets.show, v.who.account_id, ticket_id, after, before
+    )
 
 
 async def ticket(v: Visit) -> Response:
@@ -70,13 +119,17 @@ async def ticket(v: Visit) -> Response:
 
 
 async def _ticket_page(v: Visit, status: int, errors: tuple[str, ...], body: str) -> Response:
-    view = await _own_ticket(v)
+    try:
+        view = await _own_ticket(v)
+    except BadCursor:
+        return _bad_link(v)
     if view is None:
         return _not_found(v)
     return v.render(
         "ticket.html",
         status,
         ticket=view,
+        pager=_pager(v, f"/tickets/{view.id}", view.pages, {}, "#conversation"),
         errors=errors,
         body=body,
         nonce=secrets.token_urlsafe(16),
@@ -146,7 +199,10 @@ async def new_ticket(v: Visit, form: FormData) -> Response:
 
 async def delete_page(v: Visit) -> Response:
     """The confirmation step; deleting itself is the POST below."""
-    view = await _own_ticket(v)
+    try:
+        view = await _own_ticket(v)
+    except BadCursor:
+        return _bad_link(v)
     if view is None:
         return _not_found(v)
     return v.render("ticket_delete.html", ticket=view)
