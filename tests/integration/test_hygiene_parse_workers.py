@@ -1,12 +1,15 @@
 """Issue 4, the parse deadline: parsing runs in child processes a deadline can kill. A hung
 parse costs one worker for `timeout` seconds and comes back as a MailParseError (the mail is
 quarantined); a parser that raises or a worker that dies comes back as a crash; either way the
-worker is replaced and the next parse works."""
+worker is replaced and the next parse works. Issue 11: big attachments are stored by the worker
+and come back as BlobRefs; a worker that parsed a big mail is replaced."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -14,8 +17,10 @@ import time
 import pytest
 
 from mailgate.adapters.parsing import ParseCrashed, ParseWorkers
-from mailgate.core.mail import InboundMail, MailParseError, parse_mail
+from mailgate.core.mail import BlobRef, InboundMail, MailParseError, parse_mail
+from mailgate.store.blobs import BlobStore
 from tests.conftest import make_mail
+from tests.support.bigmail import payload, sha256, with_attachments
 from tests.support.hygiene import crlf
 
 MAIL = crlf(make_mail(subject="Bonjour").as_bytes())
@@ -102,3 +107,60 @@ def test_workers_that_died_while_idle_are_replaced_without_failing_a_mail(
         process.join(10)
     assert [workers(MAIL).subject for _ in range(4)] == ["Bonjour"] * 4
     assert len(_worker_pids() - dead) >= 1
+
+
+# -- issue 11: big attachments -------------------------------------------------------------
+
+
+def test_big_attachments_come_back_from_the_worker_as_stored_blobs_not_bytes(tmp_path):
+    """With the blob store, the worker writes every attachment of STORE_BYTES or more (base64
+    decoded outside the parser, or quoted-printable decoded by it) and sends back its digest
+    and size: the reply through the pipe stays small whatever the attachments weigh."""
+    blobs = BlobStore(tmp_path / "blobs")
+    big, qp, small = payload(3_000_000, 1), payload(1_500_000, 2), b"petit"
+    raw = with_attachments(
+        ("big.bin", big, "base64"), ("qp.bin", qp, "quoted-printable"), ("s.bin", small, "base64")
+    )
+    pool = ParseWorkers(workers=1, timeout=60.0, blobs=blobs)
+    pool.start()
+    try:
+        mail = pool(raw)
+    finally:
+        pool.stop()
+    refs = [a.payload for a in mail.attachments]
+    assert refs[:2] == [BlobRef(sha256(big), len(big)), BlobRef(sha256(qp), len(qp))]
+    assert refs[2] == small
+    assert blobs.get(sha256(big)) == big and blobs.get(sha256(qp)) == qp
+    assert len(pickle.dumps(mail)) < 64 * 1024
+    # The same mail as parsed in one piece, payloads aside.
+    whole = parse_mail(raw)
+    assert [a.payload for a in whole.attachments] == [big, qp, small]
+    assert dataclasses.replace(whole, attachments=mail.attachments) == mail
+    # What the ingest does with them: put() checks a BlobRef, len() is its size.
+    assert blobs.put(mail.attachments[0].payload) == sha256(big)
+    assert len(mail.attachments[0].payload) == len(big)
+
+
+def test_without_a_blob_store_big_attachments_come_back_as_bytes():
+    data = payload(2_000_000, 3)
+    pool = ParseWorkers(workers=1, timeout=60.0)
+    pool.start()
+    try:
+        mail = pool(with_attachments(("a.bin", data, "base64")))
+    finally:
+        pool.stop()
+    assert mail.attachments[0].payload == data
+
+
+def test_a_worker_that_parsed_a_big_mail_is_replaced_and_a_small_one_kept(tmp_path):
+    pool = ParseWorkers(workers=1, timeout=60.0, blobs=BlobStore(tmp_path), recycle_bytes=100_000)
+    pool.start()
+    try:
+        first = _worker_pids()
+        assert pool(MAIL).subject == "Bonjour" and _worker_pids() == first
+        assert len(pool(with_attachments(("a.bin", payload(200_000), "base64"))).attachments) == 1
+        second = _worker_pids()
+        assert len(second) == 1 and second != first
+        assert pool(MAIL).subject == "Bonjour" and _worker_pids() == second
+    finally:
+        pool.stop()
