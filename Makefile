@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check mailgate
 
 bench: $(STAMP)
-	$(BIN)/python bench/ingest_bench.py
+	$(BIN)/python bench/run_all.py
 
 fuzz: $(STAMP)
 	$(BIN)/pip install -q -e '.[fuzz]' || echo "atheris did not install: hypothesis fallback"

@@ -50,7 +50,8 @@ from mailgate.services.health import HealthProbe
 from mailgate.services.imap_state import ImapState
 from mailgate.services.ingest import Ingestor
 from mailgate.services.jobs import Jobs
-from mailgate.services.outbox import Mailer, MailSettings, OutboxQueue, Transport
+from mailgate.services.outbox import Mailer, MailSettings, Transport
+from mailgate.services.outbox_queue import OutboxQueue
 from mailgate.services.portal import Portal, PortalAccounts
 from mailgate.services.portal_tickets import PortalTickets, TicketRules
 from mailgate.services.ratelimit import RateLimiter

@@ -45,14 +45,12 @@ The limits' queries are in outbound_limits.py; this module decides what a verdic
 
 from __future__ import annotations
 
-import random
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, or_, update
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from mailgate import logs
 from mailgate.clock import Clock
@@ -280,96 +278,3 @@ class Mailer:
             logs.warning("outbox.delayed", outbox=row.id, kind=kind, to=to_addr, reason=reason)
         logs.info("outbox.queued", outbox=row.id, kind=kind, to=to_addr, ticket=ticket_id)
         return row
-
-
-def backoff_seconds(attempts: int, base: float, cap: float, rng: random.Random) -> float:
-    """Capped exponential backoff with full jitter (arq/dramatiq style)."""
-    ceiling = min(cap, base * (2 ** max(0, attempts - 1)))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
-class OutboxQueue:
-    """Claiming and settling rows for the sender worker; one short transaction per step."""
-
-    def __init__(self, db: Any, settings: MailSettings, clock: Clock, lease_seconds: int = 300):
-        self.db = db
-        self.settings = settings
-        self.clock = clock
-        self.lease = timedelta(seconds=lease_seconds)
-        self.rng = random.Random()
-
-    def claim_due(self, limit: int = 20) -> list[Outbox]:
-        """Rows due now, leased to this worker so no other sender takes them meanwhile."""
-        now = self.clock.now()
-        with self.db.write() as session:
-            query = (
-                select(Outbox)
-                .where(
-                    Outbox.status == "queued",
-                    Outbox.next_attempt_at <= now,
-                    # A row without bytes (held for a digest) is never sent as it is.
-                    func.length(Outbox.raw) > 0,
-                    or_(col(Outbox.claimed_until).is_(None), Outbox.claimed_until < now),
-                )
-                .order_by(col(Outbox.id))
-                .limit(limit)
-            )
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            rows = list(session.exec(query))
-            for row in rows:
-                session.execute(
-                    update(Outbox)
-                    .where(col(Outbox.id) == row.id)
-                    .values(claimed_until=now + self.lease)
-                )
-            return rows
-
-    def mark_sent(self, outbox_id: int) -> None:
-        now = self.clock.now()
-        with self.db.write() as session:
-            session.execute(
-                update(Outbox)
-                .where(col(Outbox.id) == outbox_id)
-                .values(
-                    status="sent", sent_at=now, claimed_until=None, attempts=Outbox.attempts + 1
-                )
-            )
-
-    def mark_failed(self, outbox_id: int, error: str) -> None:
-        with self.db.write() as session:
-            session.execute(
-                update(Outbox)
-                .where(col(Outbox.id) == outbox_id)
-                .values(
-                    status="failed",
-                    claimed_until=None,
-                    last_error=error[:1000],
-                    attempts=Outbox.attempts + 1,
-                )
-            )
-
-    def mark_retry(self, row: Outbox, error: str) -> str:
-        """Schedule another attempt, or give up after max_attempts. Returns the new status."""
-        attempts = row.attempts + 1
-        if attempts >= self.settings.max_attempts:
-            self.mark_failed(row.id or 0, f"gave up after {attempts} attempts: {error}")
-            return "failed"
-        delay = backoff_seconds(
-            attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds, self.rng
-        )
-        with self.db.write() as session:
-            session.execute(
-                update(Outbox)
-                .where(col(Outbox.id) == row.id)
-                .values(
-                    attempts=attempts,
-                    claimed_until=None,
-                    last_error=error[:1000],
-                    next_attempt_at=self.clock.now() + timedelta(seconds=delay),
-                )
-            )
-        return "queued"
-
-
-from mailgate.services.outbox_queue import OutboxQueue  # noqa: E402, F401, F811  (moved there)

@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 from mailgate.clock import Clock
 from mailgate.store.models import Outbox
 
-if TYPE_CHECKING:  # outbox.py re-exports OutboxQueue: a runtime import here would be a cycle
+if TYPE_CHECKING:
     from mailgate.services.outbox import MailSettings
 
 
@@ -31,7 +31,7 @@ def sendable() -> ColumnElement[bool]:
     """THE CLAIM CONDITION: which queued rows hold a mail the sender can put on the wire.
 
     A row held for an agent digest has no bytes and is never sent as it is."""
-    return or_(Outbox.params != "", func.length(Outbox.raw) > 0)  # A1: params or old bytes
+    return or_(Outbox.params != "", func.length(Outbox.raw) > 0)  # params, or pre-0003 bytes
 
 
 class Delivery(StrEnum):
@@ -202,7 +202,6 @@ class OutboxQueue:
 
 
 def _backoff(attempts: int, base: float, cap: float, rng: random.Random) -> float:
-    # Imported here: outbox.py imports this module at its end (the re-export of OutboxQueue).
-    from mailgate.services.outbox import backoff_seconds
-
-    return backoff_seconds(attempts, base, cap, rng)
+    """Capped exponential backoff with full jitter (arq/dramatiq style)."""
+    ceiling = min(cap, base * (2 ** max(0, attempts - 1)))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
