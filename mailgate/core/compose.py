@@ -40,6 +40,8 @@ AUTOMATIC_KINDS = frozenset(
     }
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_FREE_TEXT = ("subject", "text", "html", "from_name", "to_name")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,14 @@ class Outgoing:
     references: tuple[str, ...] = ()
     auto_submitted: str | None = "auto-generated"  # None for a human's reply
     locale: str = "fr"
+
+    def __post_init__(self) -> None:
+        # Text echoed from a broken mail (undecodable bytes kept as lone surrogates) cannot
+        # be encoded as UTF-8: each such character becomes U+FFFD, as a mail reader shows it.
+        for name in _FREE_TEXT:
+            value = getattr(self, name)
+            if value and _SURROGATE.search(value):
+                object.__setattr__(self, name, _SURROGATE.sub("\ufffd", value))
 
 
 def one_line(value: str, limit: int = 200) -> str:

@@ -153,3 +153,12 @@ def test_an_address_that_is_not_one_addr_spec_is_refused(address: str):
 def test_cr_lf_in_any_other_value_is_refused(field: str):
     with pytest.raises(ValueError):
         compose_bytes(_out(**{field: "x@y\r\nBcc: victim@evil.example"}))
+
+
+@pytest.mark.parametrize("broken", ["Fa\udce9ture", "\ud800", "ok \udcff\udcfe end"])
+def test_undecodable_text_echoed_from_a_broken_mail_is_sent_as_replacement_characters(
+    broken: str,
+):
+    raw = _same_mail(_out(subject=broken, to_name=broken, text=broken, html=broken))
+    msg = _parsed(raw)
+    assert "\ufffd" in str(msg["Subject"]) and "\ufffd" in msg.get_body(("plain",)).get_content()
