@@ -62,9 +62,39 @@ class AgentDesk:
         send_mail: bool = True,
     ) -> Message:
         """Mail from the agent the token was made for: commands, then a reply or a note."""
-        parsed = parse_commands(incoming.text)
+        msg = self.act(
+            session,
+            ticket,
+            agent,
+            incoming,
+            parse_commands(incoming.text),
+            matched_by=matched_by,
+            send_mail=send_mail,
+        )
+        assert msg is not None  # a mail is always kept on the ticket
+        return msg
+
+    def act(
+        self,
+        session: Session,
+        ticket: Ticket,
+        agent: Account,
+        incoming: Incoming,
+        parsed: ParsedCommands,
+        *,
+        matched_by: str,
+        send_mail: bool = True,
+    ) -> Message | None:
+        """THE agent action, whichever way the agent acted (a mail's `#` commands, the
+        portal's forms): commands, then a public reply or an internal note, so one rule holds
+        for both. Any error: nothing applied, the text kept as a note, the agent told.
+        Returns the message stored (None: the portal sent commands only, no text)."""
         errors = list(parsed.errors) + self._check_commands(session, parsed, incoming.text)
-        body = strip_quotes(parsed.body, fallback=False)
+        body = (
+            strip_quotes(parsed.body, fallback=False)
+            if incoming.channel != "portal"
+            else (parsed.body.strip())
+        )
         if errors:
             msg = self.conv.store_message(
                 session,
@@ -90,19 +120,24 @@ class AgentDesk:
                 context={"errors": errors},
             )
             return msg
-        public = not parsed.is_note and bool(body)
-        msg = self.conv.store_message(
-            session,
-            ticket,
-            incoming,
-            author=agent,
-            role=Role.AGENT,
-            internal=not public,
-            body_text=body,
-            matched_by=matched_by,
-        )
+        has_content = bool(body) or bool(incoming.attachments)
+        public = not parsed.is_note and has_content
+        msg = None
+        if has_content or incoming.channel != "portal":
+            msg = self.conv.store_message(
+                session,
+                ticket,
+                incoming,
+                author=agent,
+                role=Role.AGENT,
+                internal=not public,
+                body_text=body,
+                matched_by=matched_by,
+            )
         requested_status = self._apply_commands(session, ticket, agent, parsed)
-        if public:
+        if public and msg is not None:
+            if ticket.assignee_id is None:  # whoever answers an unassigned ticket takes it
+                self.assign(session, ticket, agent, agent)
             if send_mail:
                 self._send_agent_reply(session, ticket, agent, msg)
             self.conv.move_status(
@@ -113,10 +148,13 @@ class AgentDesk:
                 ticket.pending_since = self.conv.clock.now()
         if requested_status:
             self.conv.move_status(session, ticket, requested_status, agent.id)
+        ticket.updated_at = self.conv.clock.now()
+        session.add(ticket)
         logs.info(
-            "ticket.agent_mail",
+            "ticket.agent_action",
             ticket=ticket.id,
             agent=agent.email,
+            channel=incoming.channel,
             public=public,
             commands=len(parsed.commands),
         )
@@ -128,7 +166,7 @@ class AgentDesk:
         """Errors only known with the database (an unknown agent): nothing is applied then."""
         errors = []
         for command in parsed.commands:
-            if command.name == "assign":
+            if command.name == "assign" and command.argument:
                 target = self.conv.accounts.find(session, command.argument)
                 if target is None or target.role != Role.AGENT:
                     number, line = _command_line(text, "#assign")
@@ -146,17 +184,9 @@ class AgentDesk:
             if command.name == "status":
                 status = command.argument
             elif command.name == "assign":
+                # "" (the portal's "unassigned") takes the ticket off everyone's list.
                 target = self.conv.accounts.find(session, command.argument)
-                ticket.assignee_id = target.id if target else ticket.assignee_id
-                session.add(
-                    TicketEvent(
-                        ticket_id=ticket.id or 0,
-                        actor_id=agent.id,
-                        kind="assign",
-                        detail=command.argument,
-                        created_at=now,
-                    )
-                )
+                self.assign(session, ticket, agent, target if command.argument else None)
             elif command.name == "category":
                 ticket.category = command.argument
                 session.add(
@@ -172,6 +202,24 @@ class AgentDesk:
                 self._set_collaborator(session, ticket, command.argument, command.name == "cc_add")
         session.add(ticket)
         return status
+
+    def assign(
+        self, session: Session, ticket: Ticket, actor: Account, target: Account | None
+    ) -> None:
+        new_id = target.id if target is not None else None
+        if ticket.assignee_id == new_id:
+            return
+        ticket.assignee_id = new_id
+        session.add(
+            TicketEvent(
+                ticket_id=ticket.id or 0,
+                actor_id=actor.id,
+                kind="assign",
+                detail=target.email if target is not None else "",
+                created_at=self.conv.clock.now(),
+            )
+        )
+        logs.info("ticket.assigned", ticket=ticket.id, to=target.email if target else None)
 
     def _set_collaborator(self, session: Session, ticket: Ticket, email: str, accept: bool) -> None:
         row = session.exec(
