@@ -61,9 +61,9 @@ from mailgate.services.outbound_limits import (
     FIRST_CONTACT_CAP,
     HELD_FOR_DIGEST,
     UNCAPPED_KINDS,
+    FirstContactWindow,
     auto_cap,
     digest_due,
-    first_contact_slot,
 )
 from mailgate.services.render import MailRenderer
 from mailgate.store.models import Outbox
@@ -117,6 +117,7 @@ class Mailer:
         self.settings = settings
         self.renderer = renderer
         self.clock = clock
+        self.first_contacts = FirstContactWindow(settings.first_contact_per_hour)
 
     def url(self, path: str) -> str:
         return self.settings.base_url.rstrip("/") + path
@@ -226,7 +227,7 @@ class Mailer:
                 return row
         send_at, reason = now, ""
         if first_contact and not requested:
-            slot = first_contact_slot(session, now, cfg.first_contact_per_hour)
+            slot = self.first_contacts.slot(session, now)
             if slot is not None:
                 send_at, reason = slot, f"{FIRST_CONTACT_CAP}: waits until {slot:%H:%M} UTC"
         # `echo` (may the mail repeat text its trigger's sender chose?) is off unless said.
