@@ -8,14 +8,15 @@ import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlmodel import Session, select
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
 
 from mailgate import logs
 from mailgate.clock import Clock
 from mailgate.core.enums import Role
 from mailgate.core.tokens import ACTIVATE, RESET, LinkTokens
 from mailgate.services.outbox import Mailer
-from mailgate.store.models import Account, Outbox
+from mailgate.store.models import Account, Outbox, WebSession
 
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Each Argon2 hash holds 64 MiB while it runs: at most this many at once per process, so a
@@ -114,13 +115,33 @@ class Accounts:
         return account, True
 
     def add_agent(self, session: Session, email: str, name: str) -> Account:
+        """Makes (or promotes) an agent; an agent removed before is enabled again."""
         account, _ = self.find_or_create_customer(session, email, name)
         account.role = Role.AGENT
         account.name = name[:200] or account.name
+        account.disabled_at = None
         session.add(account)
         session.flush()
         logs.info("agent.added", account=account.id, email=account.email)
         return account
+
+    def disable(self, session: Session, account: Account) -> None:
+        """Switches an account off (`mailgate agent remove`): it is no agent any more (every
+        `role == agent` check, notifications and `#assign` included, stops counting it),
+        cannot sign in, its links die (new security stamp), its portal sessions end, and
+        mail from it is a stranger's (thread_match ignores its reply tokens)."""
+        account.disabled_at = self.clock.now()
+        account.role = Role.CUSTOMER
+        account.security_stamp = secrets.token_hex(16)
+        session.add(account)
+        session.execute(delete(WebSession).where(col(WebSession.account_id) == account.id))
+        session.flush()
+        logs.info("account.disabled", account=account.id, email=account.email)
+
+    def activation_url(self, account: Account) -> str:
+        """The signed link that sets the account's first password (valid 72 h)."""
+        token = self.links.make(ACTIVATE, account.id or 0, account.security_stamp)
+        return self.mailer.url(f"/activate/{token}")
 
     def queue_activation(
         self,
@@ -133,7 +154,6 @@ class Accounts:
         first_contact: bool = False,  # made by a mail from an address never heard from
         echo: bool = True,  # False: no text the sender chose (their name) goes back to them
     ) -> Outbox:
-        token = self.links.make(ACTIVATE, account.id or 0, account.security_stamp)
         return self.mailer.queue(
             session,
             kind="activation",
@@ -148,7 +168,7 @@ class Accounts:
                 "customer_name": account.name if echo else "",
                 "echo": echo,
                 "email": account.email,
-                "activation_url": self.mailer.url(f"/activate/{token}"),
+                "activation_url": self.activation_url(account),
             },
         )
 
@@ -175,6 +195,8 @@ class Accounts:
         account = session.get(Account, read[0])
         if account is None or not secrets.compare_digest(account.security_stamp, read[1]):
             return None
+        if account.disabled_at is not None:
+            return None  # switched off: no way back in by a link either
         if purpose == ACTIVATE and account.password_hash is not None:
             return None  # single use: an active account is not activated twice
         return account

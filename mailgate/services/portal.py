@@ -114,6 +114,9 @@ class PortalAccounts:
         if not self.accounts.verify_password(account, password) or account is None:
             logs.info("portal.signin_failed", ip=ip)
             return Outcome("bad_credentials")
+        if account.disabled_at is not None:  # `mailgate agent remove`: the same answer
+            logs.info("portal.signin_disabled", account=account.id)
+            return Outcome("bad_credentials")
         account_id = account.id or 0
 
         def succeeded(session: Session) -> str:

@@ -36,8 +36,14 @@ class ThreadMatcher:
         if rcpt.detail:
             token = read_reply_token(self.reply_key, rcpt.detail)
             # A token is bound to the person it was sent to: anyone else holding it is treated
-            # like a stranger (it may have been forwarded, or leaked).
-            if token is not None and sender is not None and sender.id == token.account_id:
+            # like a stranger (it may have been forwarded, or leaked). A disabled account's
+            # tokens (a removed agent's) bind nothing any more.
+            if (
+                token is not None
+                and sender is not None
+                and sender.id == token.account_id
+                and sender.disabled_at is None
+            ):
                 add(token.ticket_id, "token")
             else:
                 logs.warning(

@@ -23,6 +23,8 @@ class Account(SQLModel, table=True):
     locale: str = Field(default="fr", max_length=8)
     created_at: datetime = Field(sa_column=_ts())
     activated_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # Set by `mailgate agent remove` (migration 0006): no sign-in, no link, no reply token.
+    disabled_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class Ticket(SQLModel, table=True):
