@@ -203,7 +203,7 @@ def test_mail_forged_to_fill_the_cap_cannot_block_a_password_reset(
         # ... but the one the person asked for in the portal just now is queued.
         asked = mg.app.accounts.queue_reset(session, account, requested=True)
         resend = mg.app.accounts.queue_activation(session, account, requested=True)
-        unasked_id, asked_id, resend_id = unasked.id, asked.id, resend.id
+    unasked_id, asked_id, resend_id = unasked.id, asked.id, resend.id  # set by the commit
     got = sink.wait_kind("password_reset", to=who)
     assert len(got) == 1 and "/password/reset/" in got[0].text()
     sink.wait_kind("activation", to=who, count=2)
