@@ -98,7 +98,6 @@ class Digests:
                     "per_hour": self.mailer.settings.agent_notifications_per_hour,
                 },
             )
-            session.flush()  # the digest's id, for the rows it carries
             session.execute(
                 update(Outbox)
                 .where(col(Outbox.id).in_([r.id for r in members]))

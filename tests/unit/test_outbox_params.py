@@ -136,9 +136,7 @@ def _queue(db: Database, mailer: Mailer, **kw: Any) -> Outbox:
                             "locale": "fr", "context": CONTEXTS["confirmation"]}  # fmt: skip
     args.update(kw)
     with db.write() as session:
-        row = mailer.queue(session, **args)
-        session.expunge(row)
-    return row
+        return mailer.queue(session, **args)
 
 
 @pytest.mark.parametrize("kind", ["confirmation", "agent_reply", "command_error"])
