@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import insert
 from sqlmodel import Session
 
 from mailgate import logs
@@ -67,6 +66,7 @@ from mailgate.services.outbound_limits import (
     digest_due,
 )
 from mailgate.services.render import MailRenderer
+from mailgate.store.db import insert_row
 from mailgate.store.models import Outbox
 
 
@@ -110,19 +110,6 @@ def new_message_id(hostname: str) -> str:
     return f"mg.{secrets.token_hex(12)}@{hostname}"
 
 
-_OUTBOX_TABLE = Outbox.__table__  # type: ignore[attr-defined]
-_OUTBOX_FIELDS = tuple(c.name for c in _OUTBOX_TABLE.columns if c.name != "id")
-_INSERT_OUTBOX = insert(_OUTBOX_TABLE).returning(_OUTBOX_TABLE.c.id)
-
-
-def _insert(session: Session, row: Outbox) -> Outbox:
-    """One Core INSERT, not the ORM's unit of work: queueing is on the single writer's path
-    for every mail. The row returned holds its id but is not in the session (a snapshot)."""
-    values = {name: getattr(row, name) for name in _OUTBOX_FIELDS}
-    row.id = session.execute(_INSERT_OUTBOX, values).scalar_one()
-    return row
-
-
 class Mailer:
     """Queues mail inside the caller's session (same transaction as the ticket); the sender
     renders and assembles it (services/assemble.py)."""
@@ -164,7 +151,7 @@ class Mailer:
             reason=reason,
             first_contact=first_contact,
         )
-        return _insert(session, row)
+        return insert_row(session, row)  # type: ignore[no-any-return]
 
     def queue(
         self,
@@ -285,7 +272,7 @@ class Mailer:
             reason=reason,
             first_contact=first_contact,
         )
-        _insert(session, row)
+        insert_row(session, row)  # one Core INSERT: on the writer's path for every mail
         if reason:
             logs.warning(
                 "outbox.delayed", message_id=row.message_id, kind=kind, to=to_addr, reason=reason

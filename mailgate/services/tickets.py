@@ -24,6 +24,7 @@ from mailgate.services.agent_mail import AgentDesk
 from mailgate.services.incoming import Incoming, NewAttachment
 from mailgate.services.outbox import Mailer
 from mailgate.store.blobs import BlobStore
+from mailgate.store.db import insert_row
 from mailgate.store.models import (
     Account,
     Attachment,
@@ -169,18 +170,18 @@ class Conversations:
             unverified_sender=unverified_sender,
             created_at=now,
         )
-        session.add(msg)
-        session.flush()
+        insert_row(session, msg)  # one Core INSERT: every message goes through here
         for part in incoming.attachments:
             digest = self.blobs.put(part.payload)
-            session.add(
+            insert_row(
+                session,
                 Attachment(
                     message_pk=msg.id or 0,
                     filename=_display_name(part.filename),
                     content_type=part.content_type[:255],
                     size=len(part.payload),
                     sha256=digest,
-                )
+                ),
             )
         ticket.updated_at = now
         if not internal and not incoming.automatic:
