@@ -9,12 +9,14 @@ What the pages show, in keyset pages, is read by services/portal_views.py.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session, col, select
 
@@ -35,6 +37,9 @@ from mailgate.services.writer import Writer
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.models import Account, Attachment, Message, Ticket, TicketEvent
+
+if TYPE_CHECKING:
+    from mailgate.services.portal_agent import PortalAgent
 
 OTHER = "Other"  # always offered after the configured problem categories
 SUBJECT_MAX = 250
@@ -181,18 +186,18 @@ class PortalTickets:
         errors = self.check_form(form) + self.check_uploads(uploads)
         if errors:
             return Submitted("invalid", errors=tuple(errors))
-        self._store_blobs(uploads)
-        message_id = self._message_id(account_id, nonce)
+        self.store_blobs(uploads)
+        message_id = self.message_id(account_id, nonce)
 
         def job(session: Session) -> int | str:
-            done = _ticket_of_message(session, message_id)
+            done = self.ticket_of_message(session, message_id)
             if done is not None:  # the same form sent twice (a double click)
                 return done
             if not self.limiter.take(session, [(rl.NEW_TICKET_PER_ACCOUNT, str(account_id))]):
                 return "limited"
             account = session.get(Account, account_id)
             assert account is not None
-            incoming = self._incoming(
+            incoming = self.incoming(
                 account, message_id, form.subject.strip(), form.description, uploads
             )
             ticket, _ = self.conversations.open_ticket(
@@ -227,20 +232,20 @@ class PortalTickets:
             errors = _text_problems(text, "body") + errors
         if errors:
             return Submitted("invalid", ticket_id=ticket_id, errors=tuple(errors))
-        self._store_blobs(uploads)
-        message_id = self._message_id(account_id, nonce)
+        self.store_blobs(uploads)
+        message_id = self.message_id(account_id, nonce)
 
         def job(session: Session) -> int | None:
             ticket = _own_ticket(session, account_id, ticket_id)
             if ticket is None:
                 return None
-            done = _ticket_of_message(session, message_id)
+            done = self.ticket_of_message(session, message_id)
             if done is not None:
                 return done
             account = session.get(Account, account_id)
             assert account is not None
             thread = tuple(self.conversations.thread_ids(session, ticket_id))
-            incoming = self._incoming(
+            incoming = self.incoming(
                 account, message_id, f"Re: {ticket.subject}", text, uploads, thread
             )
             ticket, _ = self.conversations.customer_reply(
@@ -280,20 +285,33 @@ class PortalTickets:
             logs.info("portal.ticket_deleted", ticket=ticket_id, account=account_id)
         return deleted
 
-    # -- helpers -------------------------------------------------------------------------
+    # -- helpers (shared with the agents' side, services/portal_agent.py) ------------------
 
-    def _store_blobs(self, uploads: Sequence[NewAttachment]) -> None:
+    @functools.cached_property
+    def agents(self) -> PortalAgent:
+        """The agents' use cases: the same database, writer, blobs and form helpers."""
+        from mailgate.services.portal_agent import PortalAgent  # it imports this module
+
+        return PortalAgent(self)
+
+    @staticmethod
+    def ticket_of_message(session: Session, message_id: str) -> int | None:
+        return session.exec(
+            select(Message.ticket_id).where(Message.message_id == message_id)
+        ).first()
+
+    def store_blobs(self, uploads: Sequence[NewAttachment]) -> None:
         # fsync here, in the caller's thread; the writer's transaction then finds them present.
         for upload in uploads:
             self.blobs.put(upload.payload)
 
-    def _message_id(self, account_id: int, nonce: str) -> str:
+    def message_id(self, account_id: int, nonce: str) -> str:
         """Derived from the form's one-time nonce, so a form sent twice is one message."""
         seed = nonce if 16 <= len(nonce) <= 100 else secrets.token_hex(16)
         digest = hashlib.sha256(f"{account_id}:{seed}".encode()).hexdigest()[:32]
         return f"portal.{digest}@{self.rules.hostname}"
 
-    def _incoming(
+    def incoming(
         self,
         account: Account,
         message_id: str,
@@ -329,10 +347,6 @@ def _text_problems(text: str, field: str) -> list[str]:
 
 def _own_ticket(session: Session, account_id: int, ticket_id: int) -> Ticket | None:
     return views.own_ticket(session, account_id, ticket_id)
-
-
-def _ticket_of_message(session: Session, message_id: str) -> int | None:
-    return session.exec(select(Message.ticket_id).where(Message.message_id == message_id)).first()
 
 
 __all__ = [

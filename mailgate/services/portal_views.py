@@ -1,28 +1,35 @@
-"""What the customer's pages show: "My activities" and one ticket's conversation, in pages.
+"""What the portal's pages show: the customer's "My activities" and one ticket's public
+conversation; the agents' queue and their view of a ticket (every message, notes included).
 
-Both are keyset pages (services/keyset.py) read off the indexes of migration 0004: a page
-costs the same on page 1 and page 400, in a fixed number of statements (the page, one count,
-then each page's authors and attachments in one query each, never one per row). Every query
-is restricted to the viewer's own visible tickets and public messages before any cursor is
-applied, so a cursor can only move the viewer within what they may see.
+All are keyset pages (services/keyset.py) read off the indexes of migrations 0004 and 0007: a
+page costs the same on page 1 and page 400, in a fixed number of statements (the page, one
+count, then each page's people, attachments and waiting times in one query each, never one
+per row). A customer's queries are restricted to their own visible tickets and public
+messages before any cursor is applied, so a cursor can only move them within what they may
+see. Agents see every ticket; services/portal_agent.py checks the role before calling here.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, func, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from mailgate.clock import as_utc
+from mailgate.core.enums import Role, TicketStatus
 from mailgate.core.html import safe_html
 from mailgate.core.lifecycle import STATUSES
 from mailgate.services import keyset
 from mailgate.services.keyset import Key, Seek
-from mailgate.store.models import Account, Attachment, Message, Ticket
+from mailgate.store.models import Account, Attachment, Collaborator, Message, Ticket
 
 TICKETS_PER_PAGE = 25
 MESSAGES_PER_PAGE = 50  # a usual ticket fits on one page; a mail loop's thousands do not
@@ -296,3 +303,373 @@ def _authors(session: Session, ids: set[int]) -> dict[int, str]:
         for account_id, name, email, role in session.exec(query):
             names[account_id or 0] = name or ("" if role == "agent" else email)
     return names
+
+
+# -- the agents' queue -------------------------------------------------------------------------
+
+QUEUE_PER_PAGE = 25
+SEARCH_MAX = 200  # characters of a search; more is cut
+SEARCH_WORDS = 4  # words of a search that count; each must be found in the ticket
+ASSIGNEE_FILTERS = ("mine", "unassigned")
+CLOSED_STATES = (TicketStatus.SOLVED, TicketStatus.CLOSED)
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    status: str | None = None
+    assignee: str | None = None  # "mine" | "unassigned" | None (anyone)
+    category: str | None = None
+    search: str = ""
+
+    def query(self) -> dict[str, str]:
+        """The filter as URL parameters (kept by the page links)."""
+        found = {
+            "status": self.status or "",
+            "assignee": self.assignee or "",
+            "category": self.category or "",
+            "q": self.search,
+        }
+        return {k: v for k, v in found.items() if v}
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    email: str
+
+    @property
+    def label(self) -> str:
+        return self.name or self.email
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    id: int
+    subject: str
+    status: str
+    requester: Person
+    assignee: Person | None
+    category: str | None
+    last_exchange_at: datetime
+    # The customer's oldest message no agent answered publicly yet (None: nobody waits).
+    waiting_since: datetime | None
+    waiting: timedelta | None
+    deleted: bool
+
+
+@dataclass(frozen=True)
+class Queue:
+    rows: tuple[QueueRow, ...]
+    pages: Pages
+    categories: tuple[str, ...] = ()
+
+
+def _like(sqlite: bool) -> Callable[[Any, str], ColumnElement[bool]]:
+    """`column` contains `word`, ignoring case: SQLite's LIKE already ignores ASCII case (and
+    costs less than lower() on every row); PostgreSQL needs ILIKE. % and _ are literal."""
+    if sqlite:
+        return lambda column, word: column.contains(word, autoescape=True)
+    return lambda column, word: column.icontains(word, autoescape=True)
+
+
+def search_terms(search: str, sqlite: bool) -> list[ColumnElement[bool]]:
+    """`#123` is ticket 123. Otherwise each of the first SEARCH_WORDS words must be found in
+    the ticket: in its requester's address or name, its subject, its customer ID (equal) or
+    the text of one of its messages (notes included); a number is also a ticket id."""
+    words = " ".join(search.split())[:SEARCH_MAX].split()
+    if not words:
+        return []
+    tag = re.fullmatch(r"#([0-9]{1,10})", words[0])
+    if tag and len(words) == 1:
+        number = int(tag.group(1))
+        return [col(Ticket.id) == (number if number <= keyset.ID_MAX else -1)]
+    like = _like(sqlite)
+    terms: list[ColumnElement[bool]] = []
+    for word in words[:SEARCH_WORDS]:
+        requesters = select(Account.id).where(
+            or_(like(col(Account.email), word), like(col(Account.name), word))
+        )
+        in_messages = select(Message.ticket_id).where(like(col(Message.body_text), word))
+        either = [
+            col(Ticket.requester_id).in_(requesters),
+            like(col(Ticket.subject), word),
+            col(Ticket.customer_ref) == word[:64],
+            col(Ticket.id).in_(in_messages),
+        ]
+        if word.isdigit() and len(word) <= 10 and int(word) <= keyset.ID_MAX:
+            either.append(col(Ticket.id) == int(word))
+        terms.append(or_(*either))
+    return terms
+
+
+def queue(
+    session: Session,
+    agent_id: int,
+    wanted: QueueFilter,
+    now: datetime,
+    after: str | None = None,
+    before: str | None = None,
+    *,
+    sqlite: bool,
+    size: int = QUEUE_PER_PAGE,
+) -> Queue:
+    """Every ticket (deleted by their customer too), latest exchange first, filtered."""
+    older_than, newer_than = _decode(after), _decode(before)
+    if older_than and newer_than:
+        raise keyset.BadCursor("after and before together")
+    where: list[ColumnElement[bool]] = []
+    if wanted.status in STATUSES:
+        where.append(col(Ticket.status) == wanted.status)
+    if wanted.assignee == "mine":
+        where.append(col(Ticket.assignee_id) == agent_id)
+    elif wanted.assignee == "unassigned":
+        where.append(col(Ticket.assignee_id).is_(None))
+    if wanted.category:
+        where.append(col(Ticket.category) == wanted.category)
+    where += search_terms(wanted.search, sqlite)
+    seek = Seek(
+        Ticket,
+        col(Ticket.last_exchange_at),
+        col(Ticket.id),
+        where,
+        key_of=lambda r: Key(as_utc(r.last_exchange_at), r.id),
+    )
+    columns = [
+        col(Ticket.id),
+        col(Ticket.subject),
+        col(Ticket.status),
+        col(Ticket.requester_id),
+        col(Ticket.assignee_id),
+        col(Ticket.category),
+        col(Ticket.last_exchange_at),
+        col(Ticket.customer_deleted_at),
+    ]
+    window = seek.page(session, columns, size, older_than=older_than, newer_than=newer_than)
+    people = _people(
+        session, {r.requester_id for r in window.rows} | {r.assignee_id or 0 for r in window.rows}
+    )
+    waiting = waiting_since(session, [r.id for r in window.rows if r.status not in CLOSED_STATES])
+    rows = tuple(
+        QueueRow(
+            id=r.id,
+            subject=r.subject,
+            status=r.status,
+            requester=people.get(r.requester_id, Person("", "?")),
+            assignee=people.get(r.assignee_id) if r.assignee_id else None,
+            category=r.category or None,
+            last_exchange_at=as_utc(r.last_exchange_at),
+            waiting_since=waiting.get(r.id),
+            waiting=now - waiting[r.id] if r.id in waiting else None,
+            deleted=r.customer_deleted_at is not None,
+        )
+        for r in window.rows
+    )
+    pages = Pages(
+        total=window.total,
+        first=window.newer + 1 if rows else 0,
+        last=window.newer + len(rows),
+        previous=_cursor(window.newest, window.newer > 0),
+        next=_cursor(window.oldest, window.older > 0),
+    )
+    return Queue(rows, pages)
+
+
+def waiting_since(session: Session, ticket_ids: list[int]) -> dict[int, datetime]:
+    """For each ticket, when the customer's oldest message that no agent's public reply
+    followed arrived (internal notes answer nothing; out-of-office replies do not count).
+    Tickets whose latest public word is an agent's are absent. One query for the page."""
+    if not ticket_ids:
+        return {}
+    mine, reply = aliased(Message), aliased(Message)
+    answered = (
+        select(reply.id)
+        .where(
+            reply.ticket_id == mine.ticket_id,
+            reply.role == Role.AGENT,
+            col(reply.internal).is_(False),
+            col(reply.id) > mine.id,
+        )
+        .exists()
+    )
+    query = (
+        select(mine.ticket_id, func.min(mine.created_at))
+        .where(
+            col(mine.ticket_id).in_(ticket_ids),
+            mine.role == Role.CUSTOMER,
+            col(mine.internal).is_(False),
+            col(mine.automatic).is_(False),
+            ~answered,
+        )
+        .group_by(mine.ticket_id)
+    )
+    return {tid: as_utc(at) for tid, at in session.execute(query) if at is not None}
+
+
+def _people(session: Session, ids: set[int]) -> dict[int, Person]:
+    found: dict[int, Person] = {}
+    ids.discard(0)
+    if ids:
+        query = select(Account.id, Account.name, Account.email).where(col(Account.id).in_(ids))
+        for account_id, name, email in session.exec(query):
+            found[account_id or 0] = Person(name, email)
+    return found
+
+
+# -- the agent's view of one ticket ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentMessageView:
+    id: int
+    role: str  # customer | agent | system
+    internal: bool
+    automatic: bool
+    author: Person | None
+    mine: bool  # written by the agent looking at it
+    text: str
+    html: str | None  # already sanitised
+    created_at: datetime
+    attachments: tuple[AttachmentView, ...]
+    channel: str  # smtp, lmtp, imap, deliver, portal…
+    matched_by: str  # how an inbound mail joined the ticket: token, in-reply-to, …
+    sender_auth: str  # pass | fail | none | "" (not checked)
+    unverified_sender: bool
+
+
+@dataclass(frozen=True)
+class CollaboratorView:
+    email: str
+    status: str  # pending | accepted
+
+
+@dataclass(frozen=True)
+class AgentTicketView:
+    id: int
+    subject: str
+    status: str
+    created_at: datetime
+    last_exchange_at: datetime
+    customer_ref: str | None
+    problem: str | None
+    broadcaster: str | None
+    follow_up_of: int | None
+    category: str | None
+    requester: Person
+    assignee: Person | None
+    customer_deleted_at: datetime | None
+    collaborators: tuple[CollaboratorView, ...]
+    messages: tuple[AgentMessageView, ...]
+    pages: Pages
+    agents: tuple[Person, ...]  # whom the ticket can be assigned to
+    categories: tuple[str, ...]  # configured categories, the ticket's own included
+
+
+def agent_ticket(
+    session: Session,
+    agent_id: int,
+    ticket_id: int,
+    clean_html: SafeHtmlCache,
+    *,
+    categories: tuple[str, ...] = (),
+    after: str | None = None,
+    before: str | None = None,
+    size: int = MESSAGES_PER_PAGE,
+) -> AgentTicketView | None:
+    """Any ticket and a page of all its messages, oldest first (the latest by default)."""
+    earlier_than, later_than = _decode(before), _decode(after)
+    if earlier_than and later_than:
+        raise keyset.BadCursor("after and before together")
+    ticket = session.get(Ticket, ticket_id)
+    if ticket is None:
+        return None
+    seek = Seek(
+        Message,
+        col(Message.created_at),
+        col(Message.id),
+        [col(Message.ticket_id) == ticket_id],
+        key_of=lambda r: Key(as_utc(r.created_at), r.id),
+    )
+    columns = [
+        col(Message.id),
+        col(Message.author_id),
+        col(Message.role),
+        col(Message.internal),
+        col(Message.automatic),
+        col(Message.body_text),
+        col(Message.body_html),
+        col(Message.created_at),
+        col(Message.channel),
+        col(Message.matched_by),
+        col(Message.sender_auth),
+        col(Message.unverified_sender),
+    ]
+    window = seek.page(
+        session, columns, size, older_than=earlier_than, newer_than=later_than, newest_first=False
+    )
+    attachments = _attachments(session, [m.id for m in window.rows])
+    people = _people(
+        session,
+        {m.author_id or 0 for m in window.rows} | {ticket.requester_id, ticket.assignee_id or 0},
+    )
+    messages = tuple(
+        AgentMessageView(
+            id=m.id,
+            role=m.role,
+            internal=bool(m.internal),
+            automatic=bool(m.automatic),
+            author=people.get(m.author_id) if m.author_id else None,
+            mine=m.author_id == agent_id,
+            text=m.body_text,
+            html=clean_html(m.body_html) if m.body_html else None,
+            created_at=as_utc(m.created_at),
+            attachments=tuple(attachments.get(m.id, ())),
+            channel=m.channel,
+            matched_by=m.matched_by,
+            sender_auth=m.sender_auth,
+            unverified_sender=bool(m.unverified_sender),
+        )
+        for m in window.rows
+    )
+    pages = Pages(
+        total=window.total,
+        first=window.older + 1 if messages else 0,
+        last=window.older + len(messages),
+        previous=_cursor(window.oldest, window.older > 0),
+        next=_cursor(window.newest, window.newer > 0),
+    )
+    collaborators = session.exec(
+        select(Collaborator.email, Collaborator.status)
+        .where(Collaborator.ticket_id == ticket_id)
+        .order_by(col(Collaborator.id))
+    )
+    own = (ticket.category,) if ticket.category else ()
+    return AgentTicketView(
+        id=ticket.id or 0,
+        subject=ticket.subject,
+        status=ticket.status,
+        created_at=as_utc(ticket.created_at),
+        last_exchange_at=as_utc(ticket.last_exchange_at),
+        customer_ref=ticket.customer_ref,
+        problem=ticket.problem,
+        broadcaster=ticket.broadcaster,
+        follow_up_of=ticket.follow_up_of_id,
+        category=ticket.category or None,
+        requester=people.get(ticket.requester_id, Person("", "?")),
+        assignee=people.get(ticket.assignee_id) if ticket.assignee_id else None,
+        customer_deleted_at=(
+            as_utc(ticket.customer_deleted_at) if ticket.customer_deleted_at else None
+        ),
+        collaborators=tuple(CollaboratorView(e, s) for e, s in collaborators),
+        messages=messages,
+        pages=pages,
+        agents=agents(session),
+        categories=tuple(dict.fromkeys(categories + own)),
+    )
+
+
+def agents(session: Session) -> tuple[Person, ...]:
+    """Every agent who can be assigned a ticket, by name."""
+    # (`mailgate agent remove` makes the account a customer again: it is not offered.)
+    query = select(Account.name, Account.email).where(Account.role == Role.AGENT)
+    people = [Person(name, email) for name, email in session.exec(query)]
+    return tuple(sorted(people, key=lambda p: (p.label.lower(), p.email)))

@@ -7,7 +7,7 @@ key -> text table per language, so a translator never has to read a template.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 LOCALES = ("fr", "en")
@@ -52,6 +52,18 @@ class Catalogs:
     def date(self, locale: str, value: datetime) -> str:
         fmt = "%d/%m/%Y %H:%M" if locale == "fr" else "%Y-%m-%d %H:%M"
         return value.strftime(fmt) + " UTC"
+
+    def duration(self, locale: str, value: timedelta) -> str:
+        """A wait, to the minute under a day and to the hour beyond: "3 h 05", "2 d 4 h"."""
+        minutes = max(0, int(value.total_seconds() // 60))
+        days, rest = divmod(minutes, 24 * 60)
+        hours, minutes = divmod(rest, 60)
+        day = "j" if locale == "fr" else "d"
+        if days:
+            return f"{days} {day} {hours} h" if hours else f"{days} {day}"
+        if hours:
+            return f"{hours} h {minutes:02d}"
+        return f"{minutes} min"
 
     def size(self, locale: str, size: int) -> str:
         units = ("o", "Ko", "Mo") if locale == "fr" else ("B", "KB", "MB")

@@ -8,18 +8,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from mailgate.adapters.portal.i18n import LOCALES, Catalogs, negotiate
 from mailgate.adapters.portal.security import CookiePolicy, Csrf, same_origin_post
 from mailgate.services.portal import Portal
+from mailgate.services.portal_views import AttachmentView, Pages
 from mailgate.services.websessions import SignedIn
 
 MAX_FORM_FIELDS = 50
@@ -87,6 +88,7 @@ class Visit:
     locale: str
     anon_cookie: str | None
     new_anon_cookie: bool = False
+    agent: bool = False  # signed in as an agent: the queue and the agent's ticket pages
 
     @property
     def session_cookie(self) -> str | None:
@@ -118,7 +120,10 @@ class Visit:
             url=site.url,
             date=lambda value: site.catalogs.date(self.locale, value),
             size=lambda value: site.catalogs.size(self.locale, value),
+            duration=lambda value: site.catalogs.duration(self.locale, value),
             who=self.who,
+            agent=self.agent,
+            known=site.catalogs.texts.get(self.locale, {}),  # keys with a text ("x" in known)
             csrf=self.csrf_token(),
             site_name=site.settings.site_name,
             path=self.request.url.path,
@@ -160,15 +165,22 @@ def site_of(request: Request) -> Site:
     return site
 
 
+def _signed_in(site: Site, cookie: str) -> tuple[SignedIn | None, bool]:
+    """Who holds this session cookie, and whether they are an agent (in a worker thread)."""
+    who = site.portal.accounts.current(cookie)
+    return who, who is not None and site.portal.tickets.agents.is_agent(who.account_id)
+
+
 async def visit(request: Request) -> Visit:
     site = site_of(request)
     cookie = request.cookies.get(site.cookies.session_name)
-    who = await run_in_threadpool(site.portal.accounts.current, cookie) if cookie else None
+    who, agent = await run_in_threadpool(_signed_in, site, cookie) if cookie else (None, False)
     if who is not None and who.locale in LOCALES:
         locale = who.locale
     else:
         locale = negotiate(request.headers.get("accept-language", ""), site.settings.default_locale)
-    return Visit(site, request, who, locale, request.cookies.get(site.cookies.csrf_name))
+    csrf_cookie = request.cookies.get(site.cookies.csrf_name)
+    return Visit(site, request, who, locale, csrf_cookie, agent=agent)
 
 
 Page = Callable[[Visit], Awaitable[Response]]
@@ -194,10 +206,93 @@ def members_only(handler: Page) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
+def agents_only(handler: Page) -> Callable[[Request], Awaitable[Response]]:
+    """An agent's page: signed-out visitors sign in first; anyone else is told "not found",
+    exactly like a ticket that does not exist (the service checks the role again)."""
+
+    async def endpoint(request: Request) -> Response:
+        v = await visit(request)
+        if v.who is None:
+            return v.redirect(f"/login?next={quote(request.url.path)}")
+        if not v.agent:
+            return not_found(v)
+        return await handler(v)
+
+    return endpoint
+
+
+def not_found(v: Visit) -> Response:
+    return v.render("error.html", 404, title=v.t("error.404.title"), message=v.t("error.404.text"))
+
+
+def bad_page_link(v: Visit) -> Response:
+    """A page link that was cut, edited or made up: say so, never a 500."""
+    return v.render(
+        "error.html", 400, title=v.t("error.page_link.title"), message=v.t("error.page_link.text")
+    )
+
+
+# Ids are positive INTEGER columns (32-bit on PostgreSQL): anything else names nothing (404)
+# and must not reach the database (SQLite overflows past 64 bits, PostgreSQL refuses a value
+# out of its column's range: either would be a 500).
+ID_MAX = 2**31 - 1
+
+
+def path_id(v: Visit, name: str) -> int | None:
+    """The id in the path, or None. Routes take ids as plain text, not `{x:int}`: Starlette
+    would call int() on thousands of digits while routing, and fail with a 500."""
+    raw = str(v.request.path_params.get(name, ""))
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(ID_MAX)):
+        return None
+    number = int(raw)
+    return number if 1 <= number <= ID_MAX else None
+
+
+def cursors(v: Visit) -> tuple[str | None, str | None]:
+    params = v.request.query_params
+    return params.get("after") or None, params.get("before") or None
+
+
+def pager_links(
+    v: Visit, path: str, pages: Pages, keep: dict[str, str], anchor: str = ""
+) -> dict[str, str | None]:
+    """Links to the pages on either side (and back to the start), keeping the filter."""
+
+    def link(**cursor: str) -> str:
+        query = urlencode({**keep, **cursor})
+        return v.site.url(path) + (f"?{query}" if query else "") + anchor
+
+    return {
+        "previous": link(before=pages.previous) if pages.previous else None,
+        "next": link(after=pages.next) if pages.next else None,
+        "start": link() if pages.previous else None,
+    }
+
+
+# Served as their own type; anything else downloads as bytes, so nothing can run as HTML.
+SAFE_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"}
+)
+
+
+def download(meta: AttachmentView, path: Path) -> Response:
+    media_type = meta.content_type if meta.content_type in SAFE_TYPES else None
+    response = FileResponse(
+        path,
+        media_type=media_type or "application/octet-stream",
+        filename=meta.filename,
+        content_disposition_type="attachment",
+    )
+    # A file from a stranger must never run in our origin, even if opened directly.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
 def form_post(
-    handler: FormPage, *, members: bool = False
+    handler: FormPage, *, members: bool = False, agents: bool = False
 ) -> Callable[[Request], Awaitable[Response]]:
-    """Every POST goes through here: parse the form, check CSRF and Origin, or answer 403."""
+    """Every POST goes through here: parse the form, check CSRF and Origin, or answer 403.
+    `members`: signed-in people only; `agents`: agents only (anyone else: 404, as above)."""
 
     async def endpoint(request: Request) -> Response:
         v = await visit(request)
@@ -212,8 +307,10 @@ def form_post(
                 return v.render(
                     "error.html", 403, title=v.t("error.403.title"), message=v.t("error.403.text")
                 )
-            if members and v.who is None:
+            if (members or agents) and v.who is None:
                 return v.redirect("/login")
+            if agents and not v.agent:
+                return not_found(v)
             response = await handler(v, form)
             v.site.wake_sender()  # the form may have queued mail: no need to wait for a poll
             return response

@@ -1,0 +1,37 @@
+// Times in the reader's own time zone and words. The server writes every moment as
+// <time datetime="2026-03-12T09:02:00+00:00">12/03/2026 09:02 UTC</time>, which stays true
+// without JavaScript; this rewrites the text with the browser's time zone and a locale of
+// the page's language (the browser's own variant of it, when it has one: en-GB, fr-CA), and
+// keeps the UTC text as the tooltip. Times without a date part (a bare "HH:MM") are left be.
+(function () {
+  'use strict';
+  if (typeof Intl === 'undefined' || !Intl.DateTimeFormat) return;
+
+  function locale() {
+    var page = (document.documentElement.lang || 'en').toLowerCase();
+    var wanted = navigator.languages || [navigator.language || page];
+    for (var i = 0; i < wanted.length; i++) {
+      if (wanted[i] && wanted[i].toLowerCase().split('-')[0] === page) return wanted[i];
+    }
+    return page;
+  }
+
+  var format;
+  try {
+    format = new Intl.DateTimeFormat(locale(), {
+      year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit'
+    });
+  } catch (e) {
+    return;
+  }
+
+  document.querySelectorAll('time[datetime]').forEach(function (node) {
+    var value = node.getAttribute('datetime');
+    if (!/^\d{4}-\d{2}-\d{2}T/.test(value)) return;
+    var moment = new Date(value);
+    if (isNaN(moment.getTime())) return;
+    if (!node.title) node.title = node.textContent;
+    node.textContent = format.format(moment);
+    node.setAttribute('data-local', '');
+  });
+})();
