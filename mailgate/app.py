@@ -39,7 +39,6 @@ from mailgate.config import Config
 from mailgate.core.addresses import AddressBook
 from mailgate.core.tokens import LinkTokens
 from mailgate.core.verification import DEFAULT_RULES
-from mailgate.errors import ConfigError
 from mailgate.keys import Keys, Purpose, load_secret
 from mailgate.metrics import Metrics
 from mailgate.services.accounts import Accounts
@@ -50,17 +49,17 @@ from mailgate.services.health import HealthProbe
 from mailgate.services.imap_state import ImapState
 from mailgate.services.ingest import Ingestor
 from mailgate.services.jobs import Jobs
-from mailgate.services.outbox import Mailer, MailSettings, Transport
+from mailgate.services.outbox import Mailer, Transport
 from mailgate.services.outbox_queue import OutboxQueue
 from mailgate.services.portal import Portal, PortalAccounts
 from mailgate.services.portal_tickets import PortalTickets, TicketRules
 from mailgate.services.ratelimit import RateLimiter
 from mailgate.services.render import MailRenderer
-from mailgate.services.sender_trust import SenderVerifier
 from mailgate.services.tickets import Conversations
 from mailgate.services.websessions import WebSessions
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
+from mailgate.wiring import mail_settings, sender_verifier
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -102,20 +101,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
     db = Database(config.database.url)
     blobs = BlobStore(config.data_dir / "blobs")
     renderer = MailRenderer(TEMPLATES, config.mailgate.default_locale)
-    out = config.outbound
-    settings = MailSettings(
-        hostname=config.mailgate.hostname,
-        support_address=config.support_address,
-        from_name=out.from_name,
-        base_url=config.portal.base_url,
-        auto_per_hour=out.auto_per_hour,
-        auto_per_day=out.auto_per_day,
-        max_attempts=out.max_attempts,
-        retry_base_seconds=out.retry_base_seconds,
-        retry_max_seconds=out.retry_max_seconds,
-        first_contact_per_hour=out.first_contact_per_hour,
-        agent_notifications_per_hour=out.agent_notifications_per_hour,
-    )
+    settings = mail_settings(config)
     mailer = Mailer(settings, renderer, clock)
     links = LinkTokens(keys.key(Purpose.LINKS), clock.now)
     accounts = Accounts(mailer, links, clock, config.mailgate.default_locale)
@@ -156,7 +142,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
     health = HealthProbe(db, clock)
     metrics.read_figures(health.figures)
     transport = transport or make_transport(
-        out.transport, config.mailgate.hostname, out.connections
+        config.outbound.transport, config.mailgate.hostname, config.outbound.connections
     )
     jobs = Jobs(
         db, conversations, config.tickets.auto_resolve_after_days, config.tickets.close_after_days
@@ -177,7 +163,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         outbox=outbox,
         transport=transport,
         sender=Sender(
-            outbox, transport, metrics=metrics, assemble=MailAssembler(renderer).assemble
+            outbox, transport, metrics=metrics, assemble=MailAssembler(renderer, blobs).assemble
         ),
         jobs=jobs,
         metrics=metrics,
@@ -187,19 +173,6 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         parsers=parsers,
         sender_process=sender_process,
     )
-
-
-def sender_verifier(config: Config) -> SenderVerifier | None:
-    """Our own SPF/DKIM/DMARC checks, when mailgate is the MX (no trusted MTA in front)."""
-    sec = config.security
-    if sec.authserv_id or sec.verify_sender != "auto":
-        return None
-    from mailgate.adapters.senderauth import DnsSenderVerifier  # dkimpy, pyspf: only when used
-
-    try:
-        return DnsSenderVerifier(resolver=sec.dns_resolver, timeout=sec.dns_timeout_seconds)
-    except ValueError as exc:
-        raise ConfigError(f"security.dns_resolver: {exc}") from None
 
 
 def app_keys(config: Config) -> Keys:

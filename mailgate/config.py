@@ -70,6 +70,7 @@ class OutboundSection:
     auto_per_day: int = 10
     first_contact_per_hour: int = 200  # mail to never-heard-from addresses, all together
     agent_notifications_per_hour: int = 30  # per agent; beyond, one digest a period
+    notification_attachment_bytes: int = 10 * 1024 * 1024  # customer files attached, in all
     connections: int = 2  # SMTP connections kept to the smarthost; maildir: files written at once
 
 

@@ -59,6 +59,7 @@ def mail_settings(config: Config) -> MailSettings:
         retry_max_seconds=out.retry_max_seconds,
         first_contact_per_hour=out.first_contact_per_hour,
         agent_notifications_per_hour=out.agent_notifications_per_hour,
+        notification_attachment_bytes=out.notification_attachment_bytes,
     )
 
 
@@ -75,13 +76,18 @@ def sender_verifier(config: Config) -> SenderVerifier | None:
         raise ConfigError(f"security.dns_resolver: {exc}") from None
 
 
+def blob_store(config: Config) -> BlobStore:
+    """Where raw mail and attachments are kept (`ticket attachment` reads them too)."""
+    return BlobStore(config.data_dir / "blobs")
+
+
 def build_for_ingest(config: Config, clock: Clock | None = None) -> Core:
     """Ingest in the calling process: no committer thread and no parse workers (both run
     inline until started), so nothing here outlives the command."""
     clock = clock or SystemClock()
     keys = Keys(load_secret(config.mailgate.secret_key, config.secret_file))
     db = Database(config.database.url)
-    blobs = BlobStore(config.data_dir / "blobs")
+    blobs = blob_store(config)
     mailer = Mailer(
         mail_settings(config), MailRenderer(TEMPLATES, config.mailgate.default_locale), clock
     )

@@ -45,6 +45,16 @@ _FREE_TEXT = ("subject", "text", "html", "from_name", "to_name")
 
 
 @dataclass(frozen=True)
+class OutAttachment:
+    filename: str  # as a sender named it: only ever a parameter of Content-Disposition
+    content_type: str
+    payload: bytes
+
+
+_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+
+
+@dataclass(frozen=True)
 class Outgoing:
     kind: str
     to_addr: str
@@ -63,6 +73,7 @@ class Outgoing:
     references: tuple[str, ...] = ()
     auto_submitted: str | None = "auto-generated"  # None for a human's reply
     locale: str = "fr"
+    attachments: tuple[OutAttachment, ...] = ()
 
     def __post_init__(self) -> None:
         # Text echoed from a broken mail (undecodable bytes kept as lone surrogates) cannot
@@ -131,6 +142,19 @@ def compose(out: Outgoing) -> EmailMessage:
     if out.html:
         msg.add_alternative(out.html, subtype="html", charset="utf-8", cte="quoted-printable")
         msg.set_boundary(boundary_for(out.message_id))
+    for attachment in out.attachments:
+        content_type = attachment.content_type.lower()
+        if not _MIME_TYPE.fullmatch(content_type):
+            content_type = "application/octet-stream"
+        maintype, subtype = content_type.split("/")
+        msg.add_attachment(
+            attachment.payload,
+            maintype=maintype,
+            subtype=subtype,
+            filename=one_line(attachment.filename, 200) or "attachment",
+        )
+    if out.attachments:  # multipart/mixed now: its boundary fixed too, for a retry's bytes
+        msg.set_boundary(boundary_for(out.message_id + "/mixed"))
     # After set_content, which drops Content-* headers set before it.
     msg["Content-Language"] = out.locale
     return msg
@@ -208,8 +232,11 @@ def _part(body: str, subtype: str) -> Message:
 
 def compose_bytes(out: Outgoing) -> bytes:
     """The wire bytes of a mail: the same headers and parts as `compose`, built quickly."""
-    if not (out.to_addr.isascii() and out.from_addr.isascii() and (out.reply_to or "").isascii()):
-        return compose(out).as_bytes()  # addresses compat32 cannot write: the reference path
+    if out.attachments or not (
+        out.to_addr.isascii() and out.from_addr.isascii() and (out.reply_to or "").isascii()
+    ):
+        # Attachments, or addresses compat32 cannot write: the reference path.
+        return compose(out).as_bytes()
     msg = Message(policy=_POLICY)
     msg["From"] = _mailbox(out.from_addr, out.from_name, "From")
     msg["To"] = _mailbox(out.to_addr, out.to_name, "To")

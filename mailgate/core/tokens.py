@@ -30,7 +30,8 @@ _REPLY_RE = re.compile(r"([1-9][0-9]{0,9})-([1-9][0-9]{0,9})-([a-z2-7]{20})")
 
 ACTIVATE = "activate"
 RESET = "reset"
-LINK_MAX_AGE = {ACTIVATE: 72 * 3600, RESET: 3600}
+FILE = "file"  # a download link for an attachment too big to ride in an agent's mail
+LINK_MAX_AGE = {ACTIVATE: 72 * 3600, RESET: 3600, FILE: 30 * 24 * 3600}
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,17 @@ class LinkTokens:
     def __init__(self, key: bytes, now: Any) -> None:
         self._secret = key  # the links key (mailgate.keys), one salt per link purpose below
         self._now = now
+        self._serializers: dict[str, URLSafeTimedSerializer] = {}
 
     def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
-        signer = type("Signer", (_ClockSigner,), {"clock_now": staticmethod(self._now)})
-        return URLSafeTimedSerializer(self._secret, salt=f"mailgate.{purpose}", signer=signer)
+        serializer = self._serializers.get(purpose)
+        if serializer is None:  # made once per purpose: every first contact makes a link
+            signer = type("Signer", (_ClockSigner,), {"clock_now": staticmethod(self._now)})
+            serializer = URLSafeTimedSerializer(
+                self._secret, salt=f"mailgate.{purpose}", signer=signer
+            )
+            self._serializers[purpose] = serializer
+        return serializer
 
     def make(self, purpose: str, account_id: int, stamp: str) -> str:
         return str(self._serializer(purpose).dumps({"a": account_id, "s": stamp}))

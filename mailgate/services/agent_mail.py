@@ -265,6 +265,7 @@ class AgentDesk:
             self.conv.accounts.find_or_create_customer(session, email)[0]
             for email in self.accepted_collaborators(session, ticket.id or 0)
         ]
+        files = self.conv.message_files(session, msg)  # the agent's files go to the customer
         for person in recipients:
             self.conv.mail_about(
                 session,
@@ -275,6 +276,7 @@ class AgentDesk:
                 in_reply_to=last_customer,
                 references=refs,
                 from_name=agent.name or None,
+                attachments=files,
                 context={"body": msg.body_text, "agent_name": agent.name},
             )
 

@@ -21,12 +21,13 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel import SQLModel
 
-from mailgate.core.compose import Outgoing, compose_bytes
+from mailgate.core.compose import OutAttachment, Outgoing, compose_bytes
 from mailgate.services.render import MailRenderer
 from mailgate.store.models import Outbox
 
@@ -61,6 +62,7 @@ def encode_params(
     in_reply_to: str | None = None,
     references: tuple[str, ...] = (),
     auto_submitted: str | None = None,
+    attachments: Sequence[FileRef] = (),
 ) -> str:
     """The JSON of `Outbox.params`: everything but what the row's own columns hold."""
     return json.dumps(
@@ -77,11 +79,28 @@ def encode_params(
             "references": list(references),
             "auto_submitted": auto_submitted,
             "context": context,
+            **(
+                {"attachments": [dataclasses.asdict(a) for a in attachments]} if attachments else {}
+            ),
         },
         ensure_ascii=False,
         separators=(",", ":"),
         default=_plain,
     )
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A stored file (blob) a mail carries as an attachment: read from the blob store by the
+    sender when it assembles the mail, so the outbox row holds its name, not its bytes."""
+
+    sha256: str
+    filename: str
+    content_type: str
+
+
+class BlobReader(Protocol):
+    def get(self, sha256: str) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -93,8 +112,9 @@ class Assembled:
 class MailAssembler:
     """Row -> the bytes to send. Thread-safe: the renderer's templates are compiled once."""
 
-    def __init__(self, renderer: MailRenderer) -> None:
+    def __init__(self, renderer: MailRenderer, blobs: BlobReader | None = None) -> None:
         self.renderer = renderer
+        self.blobs = blobs
 
     def assemble(self, row: Outbox) -> bytes:
         return self.build(row).raw
@@ -126,5 +146,12 @@ class MailAssembler:
             references=tuple(p["references"]),
             auto_submitted=p["auto_submitted"],
             locale=self.renderer.locale_for(p["locale"]),
+            attachments=tuple(self._attachment(a) for a in p.get("attachments", ())),
         )
         return Assembled(raw=compose_bytes(out), subject=rendered.subject)
+
+    def _attachment(self, ref: dict[str, str]) -> OutAttachment:
+        if self.blobs is None:
+            raise ValueError("this mail has attachments and the sender has no blob store")
+        # A missing blob raises (OSError): the row is retried, the operator sees why.
+        return OutAttachment(ref["filename"], ref["content_type"], self.blobs.get(ref["sha256"]))

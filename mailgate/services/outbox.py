@@ -46,6 +46,7 @@ The limits' queries are in outbound_limits.py; this module decides what a verdic
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -55,7 +56,7 @@ from sqlmodel import Session
 from mailgate import logs
 from mailgate.clock import Clock
 from mailgate.core.compose import AUTOMATIC_KINDS, address
-from mailgate.services.assemble import encode_params
+from mailgate.services.assemble import FileRef, encode_params
 from mailgate.services.outbound_limits import (
     DIGEST_KIND,
     FIRST_CONTACT_CAP,
@@ -104,6 +105,8 @@ class MailSettings:
     first_contact_per_hour: int = 200
     agent_notifications_per_hour: int = 30
     digest_minutes: int = 15  # how long a held notification waits for its digest, at most
+    # The customer's files ride in an agent's notification up to this total; beyond, links.
+    notification_attachment_bytes: int = 10 * 1024 * 1024
 
 
 def new_message_id(hostname: str) -> str:
@@ -170,6 +173,7 @@ class Mailer:
         auto_submitted: str | None = None,
         requested: bool = False,
         first_contact: bool = False,
+        attachments: Sequence[FileRef] = (),
     ) -> Outbox:
         """Queue one mail; always returns its row, which may say it waits or was not sent.
 
@@ -254,6 +258,7 @@ class Mailer:
             in_reply_to=in_reply_to,
             references=references,
             auto_submitted=auto_submitted if automatic else None,
+            attachments=attachments,
         )
         row = Outbox(
             kind=kind,

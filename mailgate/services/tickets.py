@@ -18,9 +18,10 @@ from mailgate.core import lifecycle
 from mailgate.core.addresses import AddressBook
 from mailgate.core.enums import Role, TicketStatus
 from mailgate.core.quotes import strip_quotes
-from mailgate.core.tokens import make_reply_token
+from mailgate.core.tokens import FILE, make_reply_token
 from mailgate.services.accounts import UNSET, Accounts, Unset
 from mailgate.services.agent_mail import AgentDesk
+from mailgate.services.assemble import FileRef
 from mailgate.services.incoming import Incoming, NewAttachment
 from mailgate.services.outbox import Mailer
 from mailgate.store.blobs import BlobStore
@@ -198,13 +199,30 @@ class Conversations:
         return list(session.exec(agents))
 
     def _notify_agents(
-        self, session: Session, ticket: Ticket, msg: Message, customer: Account, is_new: bool
+        self,
+        session: Session,
+        ticket: Ticket,
+        msg: Message,
+        customer: Account,
+        is_new: bool,
+        *,
+        was_deleted: bool = False,
     ) -> None:
+        """Everything an agent needs to answer without opening anything: who wrote (and
+        whether their From was shown to be theirs), the form's fields, the new text, and the
+        customer's files, attached up to `notification_attachment_bytes` in all, beyond that
+        as signed download links."""
         agents = [a for a in self._agents_to_notify(session, ticket) if a.id != customer.id]
         if not agents:
             return
         refs = tuple(self.thread_ids(session, ticket.id or 0))
         who = f"{customer.name} <{customer.email}>" if customer.name else customer.email
+        attached, listed = self._files_for_agents(session, msg)
+        fields = {
+            "customer_id": ticket.customer_ref,
+            "problem": ticket.problem,
+            "broadcaster": ticket.broadcaster,
+        }
         for agent in agents:
             self.mail_about(
                 session,
@@ -214,8 +232,50 @@ class Conversations:
                 locale=agent.locale,
                 in_reply_to=msg.message_id,
                 references=refs,
-                context={"customer": who, "body": msg.body_text, "is_new": is_new},
+                attachments=attached,
+                context={
+                    "customer": who,
+                    "customer_email": customer.email,
+                    "customer_name": customer.name,
+                    "sender_auth": msg.sender_auth or "unchecked",
+                    "channel": msg.channel,
+                    "fields": {k: v for k, v in fields.items() if v},
+                    "category": ticket.category,
+                    "body": msg.body_text,
+                    "files": listed,
+                    "is_new": is_new,
+                    "was_deleted": was_deleted,
+                },
             )
+
+    def _files_for_agents(
+        self, session: Session, msg: Message
+    ) -> tuple[list[FileRef], list[dict[str, Any]]]:
+        """The message's files: those attached to the agent's mail (in order, while the
+        total stays within the limit), and every file as a line (name, size, link or not)."""
+        budget = self.mailer.settings.notification_attachment_bytes
+        attached: list[FileRef] = []
+        listed: list[dict[str, Any]] = []
+        rows = session.exec(
+            select(Attachment).where(Attachment.message_pk == msg.id).order_by(col(Attachment.id))
+        )
+        for row in rows:
+            line: dict[str, Any] = {"filename": row.filename, "size": row.size, "url": None}
+            if row.size <= budget:
+                budget -= row.size
+                attached.append(FileRef(row.sha256, row.filename, row.content_type))
+            else:
+                token = self.accounts.links.make(FILE, row.id or 0, row.sha256[:16])
+                line["url"] = self.mailer.url(f"/files/{token}")
+            listed.append(line)
+        return attached, listed
+
+    def message_files(self, session: Session, msg: Message) -> list[FileRef]:
+        """Every file of a message, to ride on the mail that carries it (an agent's reply)."""
+        rows = session.exec(
+            select(Attachment).where(Attachment.message_pk == msg.id).order_by(col(Attachment.id))
+        )
+        return [FileRef(r.sha256, r.filename, r.content_type) for r in rows]
 
     def _record_ccs(self, session: Session, ticket: Ticket, incoming: Incoming) -> None:
         """CCs become *pending* collaborators: they get nothing until an agent accepts them."""
@@ -251,8 +311,11 @@ class Conversations:
             session, incoming.from_addr, incoming.from_name, incoming.locale, found=requester
         )
         now = self.clock.now()
+        # A follow-up carries on the closed ticket: its subject (not "Re: [#3] ..."), its
+        # category and the agent who had it.
+        subject = follow_up_of.subject if follow_up_of else incoming.subject
         ticket = Ticket(
-            subject=(incoming.subject or "(no subject)")[:1000],
+            subject=(subject or "(no subject)")[:1000],
             status=TicketStatus.NEW,
             requester_id=customer.id or 0,
             category=category or (follow_up_of.category if follow_up_of else None),
@@ -262,6 +325,7 @@ class Conversations:
             updated_at=now,
             last_exchange_at=now,
             follow_up_of_id=follow_up_of.id if follow_up_of else None,
+            assignee_id=follow_up_of.assignee_id if follow_up_of else None,
             **(extra or {}),
         )
         session.add(ticket)
@@ -363,6 +427,18 @@ class Conversations:
             # of the auto-resolve clock, no notification.
             logs.info("ticket.automatic_reply", ticket=ticket.id, message_id=incoming.message_id)
             return ticket, msg
+        was_deleted = ticket.customer_deleted_at is not None
+        if was_deleted:  # the customer writes again: back in their list, and the agents told
+            ticket.customer_deleted_at = None
+            session.add(
+                TicketEvent(
+                    ticket_id=ticket.id or 0,
+                    actor_id=sender.id,
+                    kind="customer_restored",
+                    detail="the customer wrote on the ticket they had deleted",
+                    created_at=self.clock.now(),
+                )
+            )
         self.move_status(session, ticket, lifecycle.after_customer_reply(ticket.status), sender.id)
         self._record_ccs(session, ticket, incoming)
         logs.info(
@@ -372,7 +448,7 @@ class Conversations:
             matched_by=matched_by,
         )
         if send_mail:
-            self._notify_agents(session, ticket, msg, sender, is_new=False)
+            self._notify_agents(session, ticket, msg, sender, is_new=False, was_deleted=was_deleted)
         return ticket, msg
 
     def set_status(
