@@ -16,6 +16,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from mailgate import logs
+from mailgate.adapters.file_links import file_link_routes
 from mailgate.adapters.health import health_routes
 from mailgate.adapters.httpserver import HttpServer
 from mailgate.adapters.imap import ImapPoller
@@ -237,6 +238,7 @@ def portal_asgi(app: App) -> Starlette:
     )
     # /healthz and /metrics live on the portal unless [metrics] listen gives them their own.
     extra = [] if cfg.metrics.listen else health_routes(app)
+    extra += file_link_routes(app.db, app.blobs, app.links)
     return create_app(app.portal, settings, extra_routes=extra, wake_sender=app.sender.wakeup.set)
 
 

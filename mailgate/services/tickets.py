@@ -18,10 +18,11 @@ from mailgate.core import lifecycle
 from mailgate.core.addresses import AddressBook
 from mailgate.core.enums import Role, TicketStatus
 from mailgate.core.quotes import strip_quotes
-from mailgate.core.tokens import FILE, make_reply_token
+from mailgate.core.tokens import make_reply_token
 from mailgate.services.accounts import UNSET, Accounts, Unset
 from mailgate.services.agent_mail import AgentDesk
 from mailgate.services.assemble import FileRef
+from mailgate.services.file_links import make_file_token
 from mailgate.services.incoming import Incoming, NewAttachment
 from mailgate.services.outbox import Mailer
 from mailgate.store.blobs import BlobStore
@@ -265,7 +266,7 @@ class Conversations:
                 budget -= row.size
                 attached.append(FileRef(row.sha256, row.filename, row.content_type))
             else:
-                token = self.accounts.links.make(FILE, row.id or 0, row.sha256[:16])
+                token = make_file_token(self.accounts.links, row)
                 line["url"] = self.mailer.url(f"/files/{token}")
             listed.append(line)
         return attached, listed
