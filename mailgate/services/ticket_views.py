@@ -6,13 +6,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from mailgate.clock import as_utc
 from mailgate.store.models import Account, Attachment, Collaborator, Message, Outbox, Ticket
 
 
-def ticket_summary(ticket: Ticket, requester: str, message_count: int) -> dict[str, Any]:
+def ticket_summary(
+    ticket: Ticket, requester: str, message_count: int, assignee: str | None = None
+) -> dict[str, Any]:
     return {
         "id": ticket.id,
         "subject": ticket.subject,
@@ -23,8 +26,14 @@ def ticket_summary(ticket: Ticket, requester: str, message_count: int) -> dict[s
         "updated_at": iso(ticket.updated_at),
         "message_count": message_count,
         "last_exchange_at": iso(ticket.last_exchange_at),
-        "assignee": None,
+        "assignee": assignee,
         "follow_up_of": ticket.follow_up_of_id,
+        "deleted": ticket.customer_deleted_at is not None,
+        "fields": {
+            "customer_id": ticket.customer_ref,
+            "problem": ticket.problem,
+            "broadcaster": ticket.broadcaster,
+        },
     }
 
 
@@ -40,15 +49,17 @@ def list_tickets(session: Session, status: str | None = None) -> list[dict[str, 
         .group_by(col(Message.ticket_id))
         .subquery()
     )
+    assignee = aliased(Account)
     query = (
-        select(Ticket, Account.email, counts.c.n)
+        select(Ticket, Account.email, counts.c.n, assignee.email)
         .join(Account, col(Account.id) == Ticket.requester_id)
         .join(counts, counts.c.ticket_id == Ticket.id, isouter=True)
+        .join(assignee, assignee.id == Ticket.assignee_id, isouter=True)
         .order_by(col(Ticket.id).desc())
     )
     if status:
         query = query.where(Ticket.status == status)
-    return [ticket_summary(t, email, n or 0) for t, email, n in session.exec(query)]
+    return [ticket_summary(t, email, n or 0, a) for t, email, n, a in session.exec(query)]
 
 
 def show_ticket(session: Session, ticket_id: int) -> dict[str, Any] | None:
@@ -82,10 +93,13 @@ def show_ticket(session: Session, ticket_id: int) -> dict[str, Any] | None:
                     "sha256": att.sha256,
                 }
             )
-    summary = ticket_summary(ticket, requester.email if requester else "", len(messages))
-    if ticket.assignee_id:
-        assignee = session.get(Account, ticket.assignee_id)
-        summary["assignee"] = assignee.email if assignee else None
+    assignee = session.get(Account, ticket.assignee_id) if ticket.assignee_id else None
+    summary = ticket_summary(
+        ticket,
+        requester.email if requester else "",
+        len(messages),
+        assignee.email if assignee else None,
+    )
     summary["collaborators"] = [
         {"email": c.email, "status": c.status}
         for c in session.exec(select(Collaborator).where(Collaborator.ticket_id == ticket_id))
