@@ -6,7 +6,8 @@ database alone for listings, mailgate.wiring's ingest core for commands that wri
 the whole App (app.build) only for serve, `outbox send` and check-config. A Postfix pipe runs
 `deliver` once per mail and every import here is paid per mail (issue 11). Only `serve` and
 `db upgrade` migrate; the rest check the schema revision with one SELECT.
-Log records (level info) go to stderr only with --verbose (serve always logs).
+Log records (level info) go to stderr only with --verbose (serve always logs). A listing
+piped into `head` ends quietly (exit 141, as if killed by SIGPIPE, with no traceback).
 """
 
 from __future__ import annotations
@@ -24,12 +25,22 @@ from mailgate import logs
 from mailgate.errors import ConfigError, MailgateError, NotFound, TempFailure
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mailgate.store.db import Database
+    from mailgate.store.models import Account
     from mailgate.wiring import Core
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 65, 70, 75, 78
 EX_OSERR = 71
+EX_SIGPIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
 VERBOSE_HELP = "log every event on stderr (default: warnings and errors only)"
+JSON_HELP = "print JSON instead of a table"
+STATUSES = ("new", "open", "pending", "solved", "closed")
+
+
+class BadArgument(MailgateError):
+    """A value on the command line that cannot be used (exit EX_USAGE)."""
 
 
 def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -56,7 +67,8 @@ def _output(args: argparse.Namespace, data: Any, columns: Sequence[str] | None =
     elif isinstance(data, dict):
         for key, value in data.items():
             if key not in ("messages", "outbox", "collaborators", "headers"):
-                print(f"{key}: {value}")
+                shown = json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
+                print(f"{key}: {shown}")
         for m in data.get("messages", []):
             flag = " (internal)" if m.get("internal") else ""
             if m.get("unverified_sender"):
@@ -182,7 +194,8 @@ def cmd_ticket_list(args: argparse.Namespace) -> int:
 
     with _database(args).read() as session:
         rows = list_tickets(session, args.status)
-    _output(args, rows, ("id", "status", "requester", "category", "subject", "updated_at"))
+    columns = ("id", "status", "requester", "assignee", "category", "subject", "updated_at")
+    _output(args, rows, columns)
     return EX_OK
 
 
@@ -211,23 +224,247 @@ def cmd_account_list(args: argparse.Namespace) -> int:
                 "role": a.role,
                 "active": a.password_hash is not None,
                 "locale": a.locale,
+                "disabled": a.disabled_at is not None,
             }
             for a in session.exec(select(Account).order_by(col(Account.id)))
         ]
-    _output(args, rows, ("id", "email", "name", "role", "active"))
+    _output(args, rows, ("id", "email", "name", "role", "active", "disabled"))
     return EX_OK
 
 
 def cmd_agent_add(args: argparse.Namespace) -> int:
+    """An agent, and the way to set their first password: an activation mail, or with
+    --print-link the link itself on stdout (alone, for scripts) and no mail."""
     from mailgate.config import ADDR_RE
 
     if not ADDR_RE.match(args.email):
-        raise ConfigError(f"not an e-mail address: {args.email!r}")
+        raise BadArgument(f"not an e-mail address: {args.email!r}")
     core = _core(args)
+    link = None
     with core.db.write() as session:
         agent = core.accounts.add_agent(session, args.email, args.name)
-        print(f"agent {agent.id} {agent.email} ({agent.name})")
+        who = f"agent {agent.id} {agent.email} ({agent.name})"
+        if agent.password_hash is not None:
+            done = f"{who}: already active, signs in with their password"
+        elif args.print_link:
+            link = core.accounts.activation_url(agent)
+            done = f"{who}: activation link printed, no mail queued"
+        else:
+            core.accounts.queue_activation(session, agent, requested=True)
+            done = f"{who}: activation mail queued"
+    if not args.print_link:
+        print(done)
+    elif link is not None:
+        print(link)
+    else:  # nothing to print on stdout: the account has a password already
+        print(f"mailgate: {done}: no activation link", file=sys.stderr)
     return EX_OK
+
+
+def cmd_agent_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, or_
+    from sqlmodel import col, select
+
+    from mailgate.core.enums import Role, TicketStatus
+    from mailgate.services.ticket_views import iso
+    from mailgate.store.models import Account, Ticket
+
+    with _database(args).read() as session:
+        assigned = dict(
+            session.exec(
+                select(Ticket.assignee_id, func.count())
+                .where(col(Ticket.assignee_id).is_not(None), Ticket.status != TicketStatus.CLOSED)
+                .group_by(col(Ticket.assignee_id))
+            ).all()
+        )
+        # Removed agents too (`agent remove` is what disables an account): role customer.
+        query = select(Account).where(
+            or_(col(Account.role) == Role.AGENT, col(Account.disabled_at).is_not(None))
+        )
+        rows = [
+            {
+                "id": a.id,
+                "email": a.email,
+                "name": a.name,
+                "role": a.role,
+                "active": a.password_hash is not None,
+                "locale": a.locale,
+                "disabled": a.disabled_at is not None,
+                "disabled_at": iso(a.disabled_at),
+                "assigned": assigned.get(a.id, 0),  # tickets not closed
+            }
+            for a in session.exec(query.order_by(col(Account.id)))
+        ]
+    _output(args, rows, ("id", "email", "name", "active", "disabled", "assigned"))
+    return EX_OK
+
+
+def _operator() -> Account:
+    """Who acts at the command line: no account. AgentDesk.assign records `actor.id` (None
+    here, as the jobs record None); this Account is never added to a session."""
+    from mailgate.store.models import Account
+
+    return Account(id=None, email="", name="mailgate CLI")
+
+
+def cmd_agent_remove(args: argparse.Namespace) -> int:
+    """Unassigns the agent's tickets (an `assign` event each), then disables the account."""
+    from sqlmodel import col, select
+
+    from mailgate.core.enums import Role
+    from mailgate.store.models import Ticket
+
+    core = _core(args)
+    with core.db.write() as session:
+        account = core.accounts.find(session, args.email)
+        if account is None or (account.role != Role.AGENT and account.disabled_at is None):
+            raise NotFound(f"no agent {args.email}")
+        if account.disabled_at is not None:
+            done = f"agent {account.email} was removed already"
+        else:
+            tickets = session.exec(
+                select(Ticket).where(Ticket.assignee_id == account.id).order_by(col(Ticket.id))
+            ).all()
+            now = core.clock.now()
+            for ticket in tickets:
+                core.conversations.agents.assign(session, ticket, _operator(), None)
+                ticket.updated_at = now
+                session.add(ticket)
+            core.accounts.disable(session, account)
+            numbers = ", ".join(f"#{t.id}" for t in tickets)
+            done = f"agent {account.email} removed: {len(tickets)} tickets unassigned"
+            done += f" ({numbers})" if tickets else ""
+    print(done)
+    return EX_OK
+
+
+def cmd_ticket_status(args: argparse.Namespace) -> int:
+    from mailgate.core.commands import STATUS_VALUES
+    from mailgate.store.models import Ticket
+
+    status = args.status.strip().lower()
+    if status not in STATUS_VALUES:  # what an agent's `#status` accepts: never back to new
+        raise BadArgument(f"not a status: {args.status!r} (one of {', '.join(STATUS_VALUES)})")
+    core = _core(args)
+    with core.db.write() as session:
+        ticket = session.get(Ticket, args.id)
+        if ticket is None:
+            raise NotFound(f"no ticket {args.id}")
+        old = ticket.status
+        if old != status:
+            core.conversations.set_status(session, ticket, status, None)
+    print(f"ticket {args.id}: {old} -> {status}" if old != status else f"ticket {args.id}: {old}")
+    return EX_OK
+
+
+def cmd_ticket_assign(args: argparse.Namespace) -> int:
+    from mailgate.core.enums import Role
+    from mailgate.store.models import Ticket
+
+    unassign = args.email.strip().lower() == "none"
+    core = _core(args)
+    with core.db.write() as session:
+        ticket = session.get(Ticket, args.id)
+        if ticket is None:
+            raise NotFound(f"no ticket {args.id}")
+        target = None if unassign else core.accounts.find(session, args.email)
+        if not unassign and (target is None or target.role != Role.AGENT):
+            raise BadArgument(f"{args.email} is not an agent (see `mailgate agent list`)")
+        if ticket.assignee_id != (target.id if target is not None else None):
+            core.conversations.agents.assign(session, ticket, _operator(), target)
+            ticket.updated_at = core.clock.now()
+            session.add(ticket)
+        done = f"assigned to {target.email}" if target is not None else "unassigned"
+    print(f"ticket {args.id}: {done}")
+    return EX_OK
+
+
+def cmd_ticket_attachment(args: argparse.Namespace) -> int:
+    """Every attachment of the ticket, in message order, under names that cannot leave DIR
+    nor overwrite anything there."""
+    from pathlib import Path
+
+    from sqlmodel import col, select
+
+    from mailgate.store.db import Database
+    from mailgate.store.models import Attachment, Message, Ticket
+    from mailgate.wiring import blob_store
+
+    cfg = config_mod.load(args.config)
+    db = Database(cfg.database.url)
+    db.require_current()
+    with db.read() as session:
+        if session.get(Ticket, args.id) is None:
+            raise NotFound(f"no ticket {args.id}")
+        found = session.exec(
+            select(Attachment.filename, Attachment.sha256)
+            .join(Message, col(Message.id) == Attachment.message_pk)
+            .where(Message.ticket_id == args.id)
+            .order_by(col(Message.id), col(Attachment.id))
+        ).all()
+    folder = Path(args.out)
+    blobs = blob_store(cfg)
+    missing = 0
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for filename, sha256 in found:
+            try:
+                data = blobs.get(sha256)
+            except (OSError, ValueError):
+                missing += 1
+                print(
+                    f"mailgate: ticket {args.id}: {filename!r} is missing from the blob store "
+                    f"({sha256})",
+                    file=sys.stderr,
+                )
+                continue
+            print(_write_new(folder, safe_filename(filename), data))
+    except OSError as exc:  # DIR not writable, disk full: one line
+        raise MailgateError(f"cannot write attachments: {describe_error(exc)}") from None
+    if not found:
+        print(f"mailgate: ticket {args.id} has no attachments", file=sys.stderr)
+    return 1 if missing else EX_OK
+
+
+NAME_BYTES = 200  # room for " (NN)" under the usual 255-byte limit of a file name
+
+
+def safe_filename(name: str) -> str:
+    """A customer's file name as a plain name in one folder: no separator, no control or
+    invisible formatting character (RTL override), no leading dot (`..`, hidden files)."""
+    cleaned = "".join(c for c in name if c.isprintable() and c not in "/\\")
+    cleaned = cleaned.strip().lstrip(".").strip()
+    if len(cleaned.encode()) > NAME_BYTES:  # keep the extension, cut the stem
+        stem, dot, ext = cleaned.rpartition(".")
+        ext = dot + ext if stem and len(ext) <= 16 else ""
+        stem = cleaned[: len(cleaned) - len(ext)]
+        while len((stem + ext).encode()) > NAME_BYTES:
+            stem = stem[:-1]
+        cleaned = stem.rstrip() + ext
+    return cleaned or "attachment"
+
+
+def _write_new(folder: Path, name: str, data: bytes) -> Path:
+    """Writes `data` to folder/name, or "name (2).ext", "(3)"...: the first that does not exist.
+    O_EXCL: nothing is overwritten, and a symbolic link planted there is not followed."""
+    import itertools
+
+    stem, dot, ext = name.rpartition(".")
+    stem, ext = (stem, dot + ext) if stem else (name, "")
+    for n in itertools.count(1):
+        path = folder / (name if n == 1 else f"{stem} ({n}){ext}")
+        try:
+            fh = open(path, "xb")  # closed below; removed again if the write fails
+        except FileExistsError:
+            continue
+        try:
+            with fh:
+                fh.write(data)
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+    raise AssertionError("unreachable")
 
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
@@ -389,7 +626,12 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--config", help="config file (default: $MAILGATE_CONFIG or config/mailgate.toml)"
     )
-    p.add_argument("--log-format", choices=("kv", "json"), default="kv")
+    p.add_argument(
+        "--log-format",
+        choices=("kv", "json"),
+        default="kv",
+        help="log lines as key=value (default) or one JSON object each",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="log every event on stderr")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -429,44 +671,66 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
 
     ticket = sub.add_parser("ticket", help="tickets").add_subparsers(dest="sub", required=True)
     tl = add("list", cmd_ticket_list, "list tickets, newest first", ticket)
-    tl.add_argument("--status", choices=("new", "open", "pending", "solved", "closed"))
-    tl.add_argument("--json", action="store_true")
+    tl.add_argument("--status", choices=STATUSES, help="only tickets in this status")
+    tl.add_argument("--json", action="store_true", help=JSON_HELP)
     ts = add("show", cmd_ticket_show, "one ticket with its messages", ticket)
-    ts.add_argument("id", type=int)
-    ts.add_argument("--json", action="store_true")
+    ts.add_argument("id", type=int, help="ticket number")
+    ts.add_argument("--json", action="store_true", help=JSON_HELP)
+    tst = add("status", cmd_ticket_status, "set a ticket's status, as an agent would", ticket)
+    tst.add_argument("id", type=int, help="ticket number")
+    tst.add_argument("status", help="open, pending, solved or closed")
+    tas = add("assign", cmd_ticket_assign, "assign a ticket to an agent", ticket)
+    tas.add_argument("id", type=int, help="ticket number")
+    tas.add_argument("email", help="the agent's address, or none to unassign")
+    tat = add("attachment", cmd_ticket_attachment, "write a ticket's attachments to files", ticket)
+    tat.add_argument("id", type=int, help="ticket number")
+    tat.add_argument(
+        "--out", default=".", help="folder to write them to (default: the current folder)"
+    )
 
     account = sub.add_parser("account", help="accounts").add_subparsers(dest="sub", required=True)
     add("list", cmd_account_list, "list accounts", account).add_argument(
-        "--json", action="store_true"
+        "--json", action="store_true", help=JSON_HELP
     )
     agent = sub.add_parser("agent", help="agents").add_subparsers(dest="sub", required=True)
-    aa = add("add", cmd_agent_add, "make an agent", agent)
-    aa.add_argument("email")
-    aa.add_argument("--name", required=True)
+    aa = add("add", cmd_agent_add, "make an agent and mail them an activation link", agent)
+    aa.add_argument("email", help="the agent's address")
+    aa.add_argument("--name", required=True, help="the name customers see on replies")
+    aa.add_argument(
+        "--print-link",
+        action="store_true",
+        help="print the activation link on stdout instead of mailing it",
+    )
+    al = add("list", cmd_agent_list, "list agents, removed ones included", agent)
+    al.add_argument("--json", action="store_true", help=JSON_HELP)
+    ar = add("remove", cmd_agent_remove, "deactivate an agent and unassign their tickets", agent)
+    ar.add_argument("email", help="the agent's address")
 
     outbox = sub.add_parser("outbox", help="outbound mail").add_subparsers(
         dest="sub", required=True
     )
     ol = add("list", cmd_outbox_list, "outbound mail and its state", outbox)
-    ol.add_argument("--json", action="store_true")
-    ol.add_argument("--status", choices=("queued", "sent", "failed"))
+    ol.add_argument("--json", action="store_true", help=JSON_HELP)
+    ol.add_argument(
+        "--status", choices=("queued", "sent", "failed"), help="only mail in this state"
+    )
     add("send", cmd_outbox_send, "send what is due now, once", outbox)
 
     jobs = sub.add_parser("jobs", help="scheduled jobs").add_subparsers(dest="sub", required=True)
     jr = add("run", cmd_jobs_run, "run every job once", jobs)
     jr.add_argument("--now", help="ISO 8601 time to run as")
-    jr.add_argument("--json", action="store_true")
+    jr.add_argument("--json", action="store_true", help="print the report as JSON")
 
     q = sub.add_parser("quarantine", help="mail kept aside").add_subparsers(
         dest="action", required=True
     )
     ql = add("list", cmd_quarantine, "held mail", q)
-    ql.add_argument("--json", action="store_true")
+    ql.add_argument("--json", action="store_true", help=JSON_HELP)
     ql.add_argument("--all", action="store_true", help="include reprocessed mail")
     for action in ("show", "reprocess", "delete"):
         qa = add(action, cmd_quarantine, f"{action} one item", q)
-        qa.add_argument("id", type=int)
-        qa.add_argument("--json", action="store_true")
+        qa.add_argument("id", type=int, help="quarantine item number")
+        qa.add_argument("--json", action="store_true", help="print the result as JSON")
     add("check-config", cmd_check_config, "validate config and reach every peer")
     imp = add("import", cmd_import, "load an mbox file or a Maildir as tickets, mailing no one")
     imp.add_argument("path", help="mbox file or Maildir folder")
@@ -498,7 +762,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = not args.verbose and args.func is not cmd_serve
     logs.setup(args.log_format, logging.WARNING if quiet else logging.INFO)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit: a reader gone is then caught below
+        return code
+    except BrokenPipeError:
+        # `mailgate ticket list | head`: the reader left. Say nothing (Python's recipe: the
+        # interpreter's own flush at exit would fail again, so stdout goes to devnull).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EX_SIGPIPE
+    except BadArgument as exc:
+        print(f"mailgate: {exc}", file=sys.stderr)
+        return EX_USAGE
     except ConfigError as exc:
         print(f"mailgate: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
