@@ -41,6 +41,7 @@ from mailgate.core.dmarc import (
     organizational_domain,
     pick_record,
 )
+from mailgate.core.limits import body_start
 
 __all__ = ["DnsCache", "DnsSenderVerifier", "parse_resolver"]
 
@@ -326,6 +327,8 @@ class DnsSenderVerifier:
                 raise dkim.DnsTimeoutError(str(exc)) from None
             return found[0] if found else None
 
+        if b"dkim-signature" not in raw[: body_start(raw)].lower():
+            return ()  # nothing to check: dkimpy would still split the whole mail in lines
         try:
             checker = dkim.DKIM(raw, minkey=1024, timeout=self.timeout)
         except dkim.DKIMException:

@@ -64,6 +64,13 @@ class _Entity:
     cut: tuple[int, int, bytes] | None
 
 
+def body_start(raw: bytes) -> int:
+    """Where the body begins: just after the first blank line (CRLF or LF), else the end.
+    An index, not a split: a 34 MB message is not copied to find its header."""
+    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
+    return min((i + n for i, n in ((crlf, 4), (lf, 2)) if i >= 0), default=len(raw))
+
+
 def _header_block(raw: bytes, pos: int, stop: re.Pattern[bytes] | None) -> tuple[int, int]:
     """(end of the header block, start of the body); raises OverLimit. A boundary line of an
     open multipart ends a part's header block, as it does in the parser."""

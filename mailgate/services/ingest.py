@@ -23,6 +23,7 @@ from mailgate.core import authres, loops, verification
 from mailgate.core.addresses import AddressBook, Recipient
 from mailgate.core.bounces import parse_dsn
 from mailgate.core.enums import Outcome, Role, Step
+from mailgate.core.limits import body_start
 from mailgate.core.loops import Automatic
 from mailgate.core.mail import InboundMail, MailParseError, parse_mail, synthesize_message_id
 from mailgate.core.match import Candidate
@@ -108,12 +109,26 @@ def dedupe_key(message_id: str, sender: str, body_sha256: str) -> str:
     return "r:" + hashlib.sha256(f"{message_id}\n{sender}\n{body_sha256}".encode()).hexdigest()
 
 
-def body_digest(raw: bytes) -> str:
+def body_digest(raw: bytes, slice_bytes: int = 1 << 20) -> str:
     """sha256 of the body, line endings normalised: the same mail by SMTP, IMAP or a retry
-    through another relay (other Received: lines) has the same digest."""
-    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
-    cut = min((i + n for i, n in ((crlf, 4), (lf, 2)) if i >= 0), default=len(raw))
-    return hashlib.sha256(raw[cut:].replace(b"\r\n", b"\n").rstrip()).hexdigest()
+    through another relay (other Received: lines) has the same digest.
+
+    Hashed a slice at a time (trailing whitespace left out, CRLF as LF), never copying the
+    whole body: for a 25 MB attachment that was three transient copies of it."""
+    start, end = body_start(raw), len(raw)
+    while end > start and raw[end - 1] in _WHITESPACE:
+        end -= 1
+    digest, view = hashlib.sha256(), memoryview(raw)
+    while start < end:
+        stop = min(start + slice_bytes, end)
+        if stop < end and raw[stop - 1] == 13 and raw[stop] == 10:
+            stop += 1  # never cut a CRLF in two
+        digest.update(bytes(view[start:stop]).replace(b"\r\n", b"\n"))
+        start = stop
+    return digest.hexdigest()
+
+
+_WHITESPACE = b" \t\n\r\x0b\x0c"  # what bytes.rstrip() strips
 
 
 def delivery_order(recipients: list[Recipient], reply_key: bytes) -> list[Recipient]:
@@ -127,7 +142,7 @@ def delivery_order(recipients: list[Recipient], reply_key: bytes) -> list[Recipi
 
 
 def count_received(raw: bytes) -> int:
-    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    head = raw[: body_start(raw)]
     return sum(1 for line in head.splitlines() if line[:9].lower() == b"received:")
 
 
