@@ -736,6 +736,9 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
     imp.add_argument("path", help="mbox file or Maildir folder")
     imp.add_argument("--recipient", help="treat every message as sent to this address of ours")
     imp.add_argument("--json", action="store_true", help="the summary as JSON")
+    from mailgate import cli_articles  # help-centre articles (issue 13)
+
+    cli_articles.register(sub, add, JSON_HELP)
     return p
 
 

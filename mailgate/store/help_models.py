@@ -12,6 +12,8 @@ from datetime import datetime
 from sqlalchemy import Column, DateTime, Index, Text
 from sqlmodel import Field, SQLModel
 
+from mailgate.store import models  # noqa: F401  (the account table Article.author_id names)
+
 
 def _ts(nullable: bool = False) -> Column:  # type: ignore[type-arg]
     return Column(DateTime(timezone=True), nullable=nullable)
