@@ -47,6 +47,7 @@ from mailgate.services.assemble import MailAssembler
 from mailgate.services.captcha import Captcha
 from mailgate.services.commit import GroupCommitter
 from mailgate.services.health import HealthProbe
+from mailgate.services.helpcentre import build_help
 from mailgate.services.imap_state import ImapState
 from mailgate.services.ingest import Ingestor
 from mailgate.services.jobs import Jobs
@@ -116,7 +117,11 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         clock=clock,
     )
     committer = GroupCommitter(db)
-    parsers = ParseWorkers(config.inbound.parse_workers, config.inbound.parse_timeout_seconds)
+    # With the blob store, workers write big attachments themselves and read big mails from
+    # it: serve never receives, unpickles or holds a 25 MB attachment.
+    parsers = ParseWorkers(
+        config.inbound.parse_workers, config.inbound.parse_timeout_seconds, blobs=blobs
+    )
     ingestor = Ingestor(
         db=db,
         blobs=blobs,
@@ -220,6 +225,7 @@ def build_portal(
             rules=rules,
         ),
         captcha=captcha,
+        help=build_help(db, committer.run, conversations, clock),
     )
 
 

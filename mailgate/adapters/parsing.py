@@ -18,6 +18,7 @@ memory the parse took goes back to the system instead of staying in its heap.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import multiprocessing
 import queue
 from collections.abc import Callable, Iterable
@@ -33,6 +34,8 @@ from mailgate.store.blobs import BlobStore
 
 START_SECONDS = 60.0  # a worker that is not ready by then is not coming
 STORE_BYTES = 1 << 20  # attachments from this size are stored by the worker, not sent back
+BY_BLOB_BYTES = 1 << 20  # mails from this size, already stored, are read by the worker itself
+BY_BLOB, BY_BYTES = b"blob:", b"bytes"  # what the worker reads next: a digest, or the bytes
 RECYCLE_BYTES = 8 << 20  # after a mail this big, the worker is replaced by a fresh one
 
 
@@ -77,7 +80,13 @@ def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
     conn.send(("ready", None))
     while True:
         try:
-            raw = conn.recv_bytes()
+            tag = conn.recv_bytes()
+            if tag.startswith(BY_BLOB) and blobs is not None:
+                # A big mail the parent already stored: read once from the blob store (one
+                # allocation of its size) rather than grown through the pipe and copied.
+                raw = blobs.get(tag[len(BY_BLOB) :].decode("ascii"))
+            else:
+                raw = conn.recv_bytes()
         except (EOFError, OSError):  # the parent closed the pipe, or died
             return
         reply: tuple[str, Any]
@@ -162,6 +171,14 @@ class ParseWorkers:
             if worker is not None:
                 worker.close()
 
+    def _stored(self, raw: bytes) -> str | None:
+        """The digest of a big mail already in the blob store (ingest stores the raw message
+        before parsing it), else None."""
+        if self.blobs is None or len(raw) < BY_BLOB_BYTES:
+            return None
+        digest = hashlib.sha256(raw).hexdigest()
+        return digest if self.blobs.exists(digest) else None
+
     def _spawn(self) -> _Worker:
         return _Worker(self._ctx, self.parse, self.blobs)
 
@@ -185,7 +202,12 @@ class ParseWorkers:
             worker = None
         try:
             worker = worker or self._spawn()  # None: a killed one, replaced now
-            worker.conn.send_bytes(raw)
+            stored = self._stored(raw)
+            if stored is not None:
+                worker.conn.send_bytes(BY_BLOB + stored.encode("ascii"))
+            else:
+                worker.conn.send_bytes(BY_BYTES)
+                worker.conn.send_bytes(raw)
             if not worker.conn.poll(self.timeout):
                 worker.kill()
                 worker = None
