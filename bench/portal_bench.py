@@ -1,5 +1,5 @@
-"""Portal read benchmark: "My activities" for a customer with 10,000 tickets, and the page of
-a 500-message ticket.
+"""Portal read benchmark: "My activities" for a customer with 10,000 tickets, the page of a
+500-message ticket, and the agents' queue over 100,000 tickets.
 
 `.venv/bin/python bench/portal_bench.py --help`. See bench/README.md.
 
@@ -20,7 +20,25 @@ plus GET /healthz as the floor of the HTTP stack on the same connection. It also
 page of the list through its "next" links and checks that each of the customer's visible
 tickets appears exactly once, in order (newest exchange first).
 
-Target (issue 11): p99 < 50 ms for each page. A line `PASS`/`FAIL` per page; exit 1 when the
+The agents' queue (issue 12): more tickets from other customers are added until there are
+--queue tickets in all (default 100,000), each with its opening message (one in a thousand
+has the word "zeppelin"), a third of them with an agent's reply, assigned to one of five
+agents or to nobody, in a category or none. An agent signs in and times:
+
+  queue, first page      /tickets (every ticket, latest exchange first)
+  queue, deep page       40 "next" links down
+  queue, mine + open     /tickets?assignee=mine&status=open
+  queue, category        /tickets?category=Returns
+  queue, search #id      /tickets?q=%23ID
+  queue, search address  /tickets?q=ADDRESS of a requester
+  queue, search word     /tickets?q=zeppelin (a word in few messages: a scan of them all)
+  queue, common word     /tickets?q=export (in nearly every ticket: capped at the newest)
+  agent ticket page      /tickets/ID of the long ticket, notes included
+
+and checks that the first page lists the 25 tickets of latest exchange, in order.
+
+Targets: p99 < 50 ms for each customer page (issue 11), < 100 ms for each agent page
+(issue 12). A line `PASS`/`FAIL` per page; exit 1 when the
 walk finds a ticket missing, doubled or out of order, or a request answers other than 200.
 `--quick`: 50 timed requests per page instead of 200.
 """
@@ -49,8 +67,14 @@ import httpx
 from ingest_bench import ROOT, VENV_PY, free_port, is_listening, write_config
 
 GOAL_P99_MS = 50.0
+AGENT_GOAL_P99_MS = 100.0
 PASSWORD = "bench password 1234"
 CUSTOMER = "many.tickets@bench.example"
+AGENT = "agent@bench.example"
+AGENTS = 5
+CATEGORIES = (None, None, "Billing", "Shipping", "Returns")
+RARE = "zeppelin"
+QUEUE_ROW = re.compile(r'<tr data-ticket="(\d+)">')
 STATUSES = ("open", "pending", "solved", "closed")  # "new" is kept rare: a filter on it
 NEXT = re.compile(
     r'<a\b[^>]*\brel="next"[^>]*\bhref="([^"]+)"|<a\b[^>]*\bhref="([^"]+)"[^>]*\brel="next"'
@@ -124,10 +148,10 @@ def build(url: str, tickets: int, others: int, messages: int, seed: int = 7) -> 
                 "activated_at": now - timedelta(days=1200),
             },
             {
-                "email": "agent@bench.example",
+                "email": AGENT,
                 "name": "Alice Agent",
                 "role": "agent",
-                "password_hash": None,
+                "password_hash": PasswordHasher().hash(PASSWORD),
                 "security_stamp": "s",
                 "locale": "en",
                 "created_at": now - timedelta(days=1200),
@@ -148,7 +172,7 @@ def build(url: str, tickets: int, others: int, messages: int, seed: int = 7) -> 
         ]
         conn.execute(insert(acc), accounts)
         ids = dict(conn.execute(select(acc.c.email, acc.c.id)).all())
-        me, agent = ids[CUSTOMER], ids["agent@bench.example"]
+        me, agent = ids[CUSTOMER], ids[AGENT]
         other_ids = [ids[f"other{i}@bench.example"] for i in range(n_others)]
 
         def ticket_row(requester: int, i: int) -> dict[str, Any]:
@@ -276,6 +300,140 @@ def build(url: str, tickets: int, others: int, messages: int, seed: int = 7) -> 
     )
 
 
+@dataclass
+class QueueBuilt:
+    total: int
+    first_page: list[int]  # the queue's first page as it must be
+    searched_id: int
+    searched_address: str
+    rare_tickets: int
+
+
+def build_queue(url: str, total: int, seed: int = 11) -> QueueBuilt:
+    """Tickets of other customers until there are `total` in all, for the agents' queue."""
+    from sqlalchemy import create_engine, func, insert, select
+
+    from mailgate.store.models import Account, Message, Ticket
+
+    rng = random.Random(seed)
+    now = datetime.now(UTC).replace(microsecond=0)
+    engine = create_engine(url)
+    acc = Account.__table__  # type: ignore[attr-defined]
+    tic = Ticket.__table__  # type: ignore[attr-defined]
+    msg = Message.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        have = conn.execute(select(func.count()).select_from(tic)).scalar_one()
+        conn.execute(
+            insert(acc),
+            [
+                {
+                    "email": f"agent{i}@bench.example",
+                    "name": f"Agent {i}",
+                    "role": "agent",
+                    "password_hash": None,
+                    "security_stamp": "s",
+                    "locale": "en",
+                    "created_at": now - timedelta(days=1200),
+                }
+                for i in range(1, AGENTS)
+            ],
+        )
+        agents = list(conn.execute(select(acc.c.id).where(acc.c.role == "agent")).scalars())
+        customers = list(
+            conn.execute(select(acc.c.id).where(acc.c.email.like("other%@bench.example"))).scalars()
+        )
+        extra = max(0, total - have)
+        batch = 10_000
+        for start in range(0, extra, batch):
+            rows = []
+            for i in range(start, min(extra, start + batch)):
+                created = now - timedelta(seconds=rng.randrange(3 * 365 * 86400))
+                last = created + timedelta(seconds=rng.choice((0, 60, rng.randrange(86400))))
+                rows.append(
+                    {
+                        "subject": f"Queue {i}: {_words(rng, 5)}",
+                        "status": "new" if i % 50 == 0 else rng.choice(STATUSES),
+                        "requester_id": rng.choice(customers),
+                        "assignee_id": rng.choice(agents) if rng.random() < 0.6 else None,
+                        "category": rng.choice(CATEGORIES),
+                        "locale": "fr",
+                        "channel": "smtp",
+                        "created_at": created,
+                        "updated_at": min(last, now),
+                        "last_exchange_at": min(last, now),
+                        "auto_resolve_paused": False,
+                        "customer_deleted_at": None,
+                    }
+                )
+            conn.execute(insert(tic), rows)
+        # An opening message on every ticket that has none, and a reply on a third of them.
+        bare = conn.execute(
+            select(tic.c.id, tic.c.requester_id, tic.c.created_at, tic.c.assignee_id).where(
+                ~select(msg.c.id).where(msg.c.ticket_id == tic.c.id).exists()
+            )
+        ).all()
+        rare = 0
+        for start in range(0, len(bare), batch):
+            rows = []
+            for tid, requester, created, assignee in bare[start : start + batch]:
+                text = _words(rng, 40) + f" ref SKU-{tid}"
+                if rng.random() < 0.001:
+                    text += f" {RARE}"
+                    rare += 1
+                base = {
+                    "ticket_id": tid,
+                    "internal": False,
+                    "automatic": False,
+                    "subject": "opening",
+                    "full_text": "",
+                    "in_reply_to": "",
+                    "references": "",
+                    "channel": "smtp",
+                    "sender_auth": "",
+                    "unverified_sender": False,
+                }
+                rows.append(
+                    {
+                        **base,
+                        "author_id": requester,
+                        "role": "customer",
+                        "body_text": text,
+                        "message_id": f"<q-{tid}@bench.example>",
+                        "matched_by": "new",
+                        "created_at": created,
+                    }
+                )
+                if tid % 3 == 0:
+                    rows.append(
+                        {
+                            **base,
+                            "author_id": assignee or agents[0],
+                            "role": "agent",
+                            "body_text": _words(rng, 30),
+                            "message_id": f"<a-{tid}@bench.example>",
+                            "matched_by": "token",
+                            "created_at": _as_dt(created) + timedelta(hours=2),
+                        }
+                    )
+            conn.execute(insert(msg), rows)
+        count = conn.execute(select(func.count()).select_from(tic)).scalar_one()
+        first = list(
+            conn.execute(
+                select(tic.c.id).order_by(tic.c.last_exchange_at.desc(), tic.c.id.desc()).limit(25)
+            ).scalars()
+        )
+        searched = conn.execute(
+            select(tic.c.id, acc.c.email)
+            .join(acc, acc.c.id == tic.c.requester_id)
+            .where(acc.c.email.like("other%"))
+            .order_by(tic.c.id)
+            .limit(1)
+            .offset(count // 2)
+        ).one()
+    engine.dispose()
+    return QueueBuilt(count, first, searched[0], searched[1], rare)
+
+
 def _as_dt(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -341,13 +499,11 @@ class Timing:
         return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def sign_in(http: httpx.Client) -> None:
+def sign_in(http: httpx.Client, email: str = CUSTOMER) -> None:
     page = http.get("/login").text
     token = re.search(r'name="csrf" value="([^"]+)"', page)
     assert token, "no CSRF field on /login"
-    done = http.post(
-        "/login", data={"csrf": token.group(1), "email": CUSTOMER, "password": PASSWORD}
-    )
+    done = http.post("/login", data={"csrf": token.group(1), "email": email, "password": PASSWORD})
     if done.status_code != 303:
         raise RuntimeError(f"sign-in answered {done.status_code}")
 
@@ -397,6 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tickets", type=int, default=10_000, help="the customer's tickets")
     parser.add_argument("--others", type=int, default=10_000, help="other customers' tickets")
     parser.add_argument("--messages", type=int, default=500, help="messages on the long ticket")
+    parser.add_argument(
+        "--queue", type=int, default=100_000, help="tickets in all, for the agents' queue"
+    )
     parser.add_argument("--requests", type=int, default=200, help="timed requests per page")
     parser.add_argument(
         "--database-url", default="", help="a PostgreSQL server (a fresh database is made on it)"
@@ -438,12 +597,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         subprocess.run([*mailgate, "db", "upgrade"], check=True, env=env, cwd=ROOT)
         started = time.perf_counter()
         built = build(url, args.tickets, args.others, args.messages)
+        queue = build_queue(url, args.queue)
         if pg_name:
             pg_analyze(url)
         print(
             f"portal bench on {'PostgreSQL' if pg_name else 'SQLite (WAL, synchronous=FULL)'}: "
             f"{len(built.visible)} visible tickets of {args.tickets} for the customer "
-            f"(+{args.others} of others), a {args.messages}-message ticket; built in "
+            f"(+{args.others} of others), a {args.messages}-message ticket, "
+            f"{queue.total} tickets in the agents' queue ({queue.rare_tickets} with the word "
+            f"{RARE!r}); built in "
             f"{time.perf_counter() - started:.1f} s; {os.cpu_count()} CPUs, "
             f"load average {os.getloadavg()[0]:.2f}"
         )
@@ -474,15 +636,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             timings.append(
                 timed(http, proc.pid, "ticket page", f"/tickets/{built.long_ticket}", args.requests)
             )
+        with httpx.Client(base_url=base, timeout=60) as http:
+            sign_in(http, AGENT)
+            first_page = [int(t) for t in QUEUE_ROW.findall(http.get("/tickets").text)]
+            queue_ok = first_page == queue.first_page
+            _, queue_pages, queue_errors = walk(http, "/tickets", limit=41)
+            walk_errors += queue_errors
+            agent_cases = [
+                ("queue, first page", "/tickets"),
+                ("queue, deep page", queue_pages[-1]),
+                ("queue, mine + open", "/tickets?assignee=mine&status=open"),
+                ("queue, category", "/tickets?category=Returns"),
+                ("queue, search #id", f"/tickets?q=%23{queue.searched_id}"),
+                ("queue, search address", f"/tickets?q={queue.searched_address}"),
+                ("queue, search word", f"/tickets?q={RARE}"),
+                ("queue, common word", "/tickets?q=export"),
+                ("agent ticket page", f"/tickets/{built.long_ticket}"),
+            ]
+            agent_timings = [
+                timed(http, proc.pid, name, path, args.requests) for name, path in agent_cases
+            ]
 
         print()
         print(
-            f"{'page':<18} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+            f"{'page':<22} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
             f"{'mean ms':>8} {'CPU ms':>7} {'KB':>6} {'errors':>6}"
         )
-        for t in timings:
+        for t in timings + agent_timings:
             print(
-                f"{t.name:<18} {len(t.took):>8} {t.pct(0.5):>8.1f} {t.pct(0.99):>8.1f} "
+                f"{t.name:<22} {len(t.took):>8} {t.pct(0.5):>8.1f} {t.pct(0.99):>8.1f} "
                 f"{t.pct(1.0):>8.1f} {1000 * statistics.fmean(t.took):>8.1f} "
                 f"{1000 * t.cpu / max(1, len(t.took)):>7.1f} "
                 f"{t.size / 1024:>6.0f} {t.errors:>6}"
@@ -495,14 +677,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             p99 = t.pct(0.99)
             verdict = "PASS" if p99 < GOAL_P99_MS else "FAIL"
             print(f"{verdict} {t.name}: p99 {p99:.1f} ms (goal < {GOAL_P99_MS:g} ms)")
+        for t in agent_timings:
+            p99 = t.pct(0.99)
+            verdict = "PASS" if p99 < AGENT_GOAL_P99_MS else "FAIL"
+            print(f"{verdict} {t.name}: p99 {p99:.1f} ms (goal < {AGENT_GOAL_P99_MS:g} ms)")
+        print(
+            f"{'PASS' if queue_ok else 'FAIL'} the queue's first page lists the 25 tickets of "
+            f"latest exchange, in order"
+        )
         print(
             f"{'PASS' if in_order else 'FAIL'} walk through {len(pages)} pages: {len(seen)} "
             f"ticket links for {len(built.visible)} visible tickets, each once and in order"
         )
-        errors = walk_errors + sum(t.errors for t in timings)
+        errors = walk_errors + sum(t.errors for t in timings + agent_timings)
         if errors:
             print(f"{errors} requests answered other than 200; see {log_path}")
-        return 0 if in_order and not errors else 1
+        return 0 if in_order and queue_ok and not errors else 1
     finally:
         if proc is not None:
             proc.terminate()

@@ -47,11 +47,21 @@ class Ticket(SQLModel, table=True):
             sqlite_where=text("customer_deleted_at IS NULL"),
             postgresql_where=text("customer_deleted_at IS NULL"),
         ),
-        # The agents' queue in keyset pages, whole or by filter (migration 0007).
+        # The agents' queue in keyset pages, whole or by filter; the other filters' columns
+        # last, so combinations are checked in the index (migration 0007).
         Index("ix_ticket_exchange", "last_exchange_at", "id"),
-        Index("ix_ticket_status_exchange", "status", "last_exchange_at", "id"),
-        Index("ix_ticket_assignee_exchange", "assignee_id", "last_exchange_at", "id"),
-        Index("ix_ticket_category_exchange", "category", "last_exchange_at", "id"),
+        Index(
+            "ix_ticket_status_exchange",
+            *("status", "last_exchange_at", "id", "assignee_id", "category"),
+        ),
+        Index(
+            "ix_ticket_assignee_exchange",
+            *("assignee_id", "last_exchange_at", "id", "status", "category"),
+        ),
+        Index(
+            "ix_ticket_category_exchange",
+            *("category", "last_exchange_at", "id", "status", "assignee_id"),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     subject: str = Field(default="", sa_column=Column(Text, nullable=False))

@@ -17,7 +17,7 @@ import pytest
 from sqlmodel import col, select
 
 from mailgate.clock import FixedClock
-from mailgate.services.portal_views import QUEUE_PER_PAGE
+from mailgate.services.portal_views import QUEUE_PER_PAGE, SEARCH_CAP
 from mailgate.store.models import (
     Account,
     Attachment,
@@ -373,6 +373,24 @@ def test_queue_pages_keep_the_filter_and_show_each_ticket_once(
     nxt = html.unescape(re.search(r'<a rel="next" href="([^"]+)"', first).group(1))
     assert "q=Vieux" in nxt
     assert agent.get("/tickets?after=not-a-cursor").status_code == 400
+
+
+def test_a_search_that_finds_too_much_shows_the_newest_and_says_so(
+    portal: Mailgate, helpdesk: Desk, agent_web: Callable[..., Web]
+):
+    helpdesk.open_ticket()
+    seed_tickets(portal, account_id(portal, JEAN), SEARCH_CAP + 5, prefix="Massif")
+    agent = agent_web()
+    page = html.unescape(agent.get("/tickets", params={"q": "massif"}).text)
+    assert "Plus de 2\u202f000 demandes correspondent" in page
+    assert f"Demandes 1 à {QUEUE_PER_PAGE} sur {SEARCH_CAP}" in page
+    with portal.app.db.read() as session:
+        newest = set(
+            session.exec(select(Ticket.id).order_by(col(Ticket.id).desc()).limit(SEARCH_CAP))
+        )
+    assert set(queue_ids(page)) <= newest
+    narrowed = html.unescape(agent.get("/tickets", params={"q": "massif 2004"}).text)
+    assert "correspondent" not in narrowed and queue_ids(narrowed)
 
 
 # -- the agent's ticket page ----------------------------------------------------------------

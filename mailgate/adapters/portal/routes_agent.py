@@ -28,7 +28,7 @@ from mailgate.core.lifecycle import STATUSES
 from mailgate.services.keyset import BadCursor
 from mailgate.services.portal_agent import AgentAction
 from mailgate.services.portal_tickets import OTHER, Submitted
-from mailgate.services.portal_views import ASSIGNEE_FILTERS, SEARCH_MAX, QueueFilter
+from mailgate.services.portal_views import ASSIGNEE_FILTERS, SEARCH_CAP, SEARCH_MAX, QueueFilter
 
 CATEGORY_PARAM_MAX = 100
 
@@ -68,6 +68,8 @@ async def queue(v: Visit) -> Response:
         keep=wanted.query(),
         statuses=STATUSES,
         categories=found.categories,
+        capped=found.capped,
+        search_cap=f"{SEARCH_CAP:,}".replace(",", "\u202f" if v.locale == "fr" else ","),
     )
 
 
