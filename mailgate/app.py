@@ -48,6 +48,7 @@ from mailgate.services.captcha import Captcha
 from mailgate.services.commit import GroupCommitter
 from mailgate.services.health import HealthProbe
 from mailgate.services.helpcentre import build_help
+from mailgate.services.helpcentre_search import counter_figures
 from mailgate.services.imap_state import ImapState
 from mailgate.services.ingest import Ingestor
 from mailgate.services.jobs import Jobs
@@ -115,6 +116,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         addresses=addresses,
         reply_key=keys.key(Purpose.REPLY),
         clock=clock,
+        articles_in_confirmation=config.helpcentre.suggest_in_confirmation,
     )
     committer = GroupCommitter(db)
     # With the blob store, workers write big attachments themselves and read big mails from
@@ -146,7 +148,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
     outbox = OutboxQueue(db, settings, clock)
     metrics = Metrics()
     health = HealthProbe(db, clock)
-    metrics.read_figures(health.figures)
+    metrics.read_figures(lambda: {**health.figures(), **counter_figures(db)})
     transport = transport or make_transport(
         config.outbound.transport, config.mailgate.hostname, config.outbound.connections
     )

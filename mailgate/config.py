@@ -93,6 +93,11 @@ class TicketsSection:
 
 
 @dataclass(frozen=True)
+class HelpCentreSection:
+    suggest_in_confirmation: int = 3  # articles listed in the confirmation mail (0: none)
+
+
+@dataclass(frozen=True)
 class SecuritySection:
     authserv_id: str = ""
     require_dmarc_for_threading: bool = False
@@ -142,6 +147,7 @@ class Config:
     security: SecuritySection
     metrics: MetricsSection
     imap: ImapSection
+    helpcentre: HelpCentreSection = field(default_factory=HelpCentreSection)
 
     @property
     def data_dir(self) -> Path:
@@ -168,6 +174,7 @@ _SECTIONS: dict[str, type] = {
     "security": SecuritySection,
     "metrics": MetricsSection,
     "imap": ImapSection,
+    "helpcentre": HelpCentreSection,
 }
 
 
@@ -280,6 +287,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("portal.base_url: must start with http:// or https://")
     if cfg.tickets.auto_resolve_after_days < 1 or cfg.tickets.close_after_days < 1:
         raise ConfigError("tickets: days must be at least 1")
+    if not 0 <= cfg.helpcentre.suggest_in_confirmation <= 10:
+        raise ConfigError("helpcentre.suggest_in_confirmation: expected 0 to 10")
     try:
         re.compile(cfg.portal.customer_id_pattern)
     except re.error as exc:

@@ -30,6 +30,14 @@ FIGURES: dict[str, tuple[str, str]] = {
     "outbound_queued": ("gauge", "Outbound mails waiting to be sent"),
     "outbound_oldest_queued_seconds": ("gauge", "Age of the oldest unsent outbound mail"),
     "quarantine_held": ("gauge", "Mails held in quarantine"),
+    # The help centre (issue 13): read from its counters table, so they add up across
+    # instances and restarts.
+    "helpcentre_search": ("counter", "Help-centre searches"),
+    "helpcentre_search_empty": ("counter", "Help-centre searches that found no article"),
+    "helpcentre_suggestion_shown": ("counter", "Article suggestion lists shown"),
+    "helpcentre_suggestion_clicked": ("counter", "Suggested articles opened"),
+    "helpcentre_solved_by_article": ("counter", "Problems solved by an article"),
+    "helpcentre_solved_by_customer": ("counter", "Requests marked answered by the customer"),
 }
 # name -> (kind, help, label) for figures read as {label value: number}.
 LABELLED_FIGURES: dict[str, tuple[str, str, str]] = {

@@ -101,6 +101,7 @@ def build_for_ingest(config: Config, clock: Clock | None = None) -> Core:
         addresses=addresses,
         reply_key=keys.key(Purpose.REPLY),
         clock=clock,
+        articles_in_confirmation=config.helpcentre.suggest_in_confirmation,
     )
     ingestor = Ingestor(
         db=db,

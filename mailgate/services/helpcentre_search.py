@@ -29,20 +29,17 @@ from mailgate.clock import Clock
 from mailgate.core.textsearch import (
     LANGUAGES,
     Query,
-    Term,
     fold,
-    one_edit_away,
     parse_query,
     stem,
 )
+from mailgate.services.article_match import correct
 from mailgate.services.articles import Audience, plain_text
 from mailgate.services.writer import Writer
 from mailgate.store import article_index
 from mailgate.store.db import Database
-from mailgate.store.help_models import Article, ArticleWord, HelpCount
+from mailgate.store.help_models import Article, HelpCount
 
-TYPO_MIN_LETTERS = 4
-MAX_ALTERNATIVES = 6
 PASSAGE_CHARS = 220
 SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
 TOKEN = re.compile(r"[^\W_]+|[\W_]+")
@@ -77,45 +74,6 @@ class Results:
     @property
     def empty(self) -> bool:
         return not self.hits
-
-
-def correct(session: Session, query: Query, locale: str) -> tuple[Query, list[tuple[str, str]]]:
-    """Words no article contains get the stems of the words one typo away as alternatives."""
-    terms: list[Term] = []
-    corrected: list[tuple[str, str]] = []
-    for term in query.terms:
-        if term.prefix or len(term.word) < TYPO_MIN_LETTERS or _known_word(session, term, locale):
-            terms.append(term)
-            continue
-        candidates = sorted(c for c in one_edit_away(term.word) if len(c) >= TYPO_MIN_LETTERS)
-        rows = session.exec(
-            select(ArticleWord.word, ArticleWord.stem)
-            .where(ArticleWord.locale == locale, col(ArticleWord.word).in_(candidates))
-            .order_by(col(ArticleWord.articles).desc(), col(ArticleWord.word))
-            .limit(MAX_ALTERNATIVES * 3)
-        ).all()
-        stems = tuple(dict.fromkeys(s for _, s in rows))[:MAX_ALTERNATIVES]
-        if stems:
-            corrected.append((term.word, rows[0][0]))
-            # Its own stem stays when some other word has it ("passes" -> "pass").
-            own = term.stem if _known_stem(session, term, locale) else ""
-            terms.append(Term(term.word, own, alternatives=tuple(s for s in stems if s != own)))
-        else:
-            terms.append(term)
-    return Query(tuple(terms), query.phrases, query.raw, query.dropped), corrected
-
-
-def _known_word(session: Session, term: Term, locale: str) -> bool:
-    return session.get(ArticleWord, (term.word, locale)) is not None
-
-
-def _known_stem(session: Session, term: Term, locale: str) -> bool:
-    found = session.exec(
-        select(ArticleWord.word)
-        .where(ArticleWord.locale == locale, ArticleWord.stem == term.stem)
-        .limit(1)
-    ).first()
-    return found is not None
 
 
 def passage(body: str, query: Query, locale: str) -> str:
@@ -273,13 +231,7 @@ class HelpCentre:
         self.write(job)
 
     def figures(self) -> dict[str, float]:
-        """The counters for /metrics (mailgate_helpcentre_*)."""
-        with self.db.read() as session:
-            rows = session.exec(
-                select(HelpCount.name, func.sum(HelpCount.count)).group_by(col(HelpCount.name))
-            ).all()
-        found = {name: float(total or 0) for name, total in rows}
-        return {f"helpcentre_{name}": found.get(name, 0.0) for name in COUNTERS}
+        return counter_figures(self.db)
 
     def unanswered(self, limit: int = 20) -> list[tuple[str, int]]:
         """What customers searched for and did not find, most often first."""
@@ -305,31 +257,11 @@ def bump(session: Session, name: str, detail: str, now: Any) -> None:
     )
 
 
-def suggestions_for(
-    session: Session, subject: str, body: str, locale: str, limit: int
-) -> list[dict[str, str]]:
-    """Up to `limit` public articles matching a new ticket (its subject, then its text), as
-    template values {slug, title}: for the confirmation mail, inside the ticket's transaction."""
-    if limit <= 0:
-        return []
-    locale = locale if locale in LANGUAGES else "fr"
-    public = Audience()
-    for raw in (subject, f"{subject} {body[:300]}"):
-        query = parse_query(raw, locale)
-        if query.empty:
-            continue
-        query, _ = correct(session, query, locale)
-        options: dict[str, Any] = {
-            "locales": [locale],
-            "statuses": ["published"],
-            "visibilities": list(public.visibilities),
-            "limit": limit,
-        }
-        found = article_index.match(session, query, **options) or article_index.match(
-            session, query, any_term=True, **options
-        )
-        if found:
-            ids = [i for i, _ in found]
-            rows = {a.id: a for a in session.exec(select(Article).where(col(Article.id).in_(ids)))}
-            return [{"slug": rows[i].slug, "title": rows[i].title} for i in ids if i in rows]
-    return []
+def counter_figures(db: Database) -> dict[str, float]:
+    """The counters for the agents' page and /metrics (mailgate_helpcentre_*)."""
+    with db.read() as session:
+        rows = session.exec(
+            select(HelpCount.name, func.sum(HelpCount.count)).group_by(col(HelpCount.name))
+        ).all()
+    found = {name: float(total or 0) for name, total in rows}
+    return {f"helpcentre_{name}": found.get(name, 0.0) for name in COUNTERS}

@@ -22,6 +22,7 @@ from mailgate.core.tokens import ACTIVATE, RESET
 from mailgate.services import ratelimit as rl
 from mailgate.services.accounts import Accounts, normalise_email
 from mailgate.services.captcha import Captcha
+from mailgate.services.helpcentre import HelpServices
 from mailgate.services.portal_tickets import PortalTickets
 from mailgate.services.ratelimit import RateLimiter, Verdict
 from mailgate.services.websessions import SignedIn, WebSessions
@@ -294,3 +295,4 @@ class Portal:
     accounts: PortalAccounts
     tickets: PortalTickets
     captcha: Captcha
+    help: HelpServices | None = None  # the help centre (issue 13): articles, search

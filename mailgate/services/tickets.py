@@ -50,6 +50,7 @@ class Conversations:
         addresses: AddressBook,
         reply_key: bytes,
         clock: Clock,
+        articles_in_confirmation: int = 0,  # [helpcentre] suggest_in_confirmation
     ) -> None:
         self.accounts = accounts
         self.mailer = mailer
@@ -57,6 +58,7 @@ class Conversations:
         self.addresses = addresses
         self.reply_key = reply_key
         self.clock = clock
+        self.articles_in_confirmation = articles_in_confirmation
         self.agents = AgentDesk(self)  # mail from agents: services/agent_mail.py
 
     # -- helpers -------------------------------------------------------------------------
@@ -373,6 +375,7 @@ class Conversations:
                     "echo": echo,
                     "customer_name": customer.name if echo else "",
                     "old_ticket_id": follow_up_of.id if follow_up_of else None,
+                    "articles": self._suggested_articles(session, ticket, kind),
                 },
             )
             if created:
@@ -386,6 +389,19 @@ class Conversations:
                 )
             self._notify_agents(session, ticket, msg, customer, is_new=True)
         return ticket, msg
+
+    def _suggested_articles(
+        self, session: Session, ticket: Ticket, kind: str
+    ) -> list[dict[str, str]]:
+        """Help-centre articles matching a new ticket, for its confirmation (issue 13)."""
+        if kind != "confirmation" or self.articles_in_confirmation <= 0:
+            return []
+        from mailgate.services.article_match import suggestions_for  # not on deliver's path
+
+        limit = self.articles_in_confirmation
+        return suggestions_for(
+            session, ticket.id or 0, ticket.subject, ticket.locale, limit, self.mailer.url
+        )
 
     def customer_reply(
         self,

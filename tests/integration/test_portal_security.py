@@ -322,8 +322,9 @@ def test_links_come_from_base_url_never_from_the_host_header(
 ):
     customer_with_ticket(helpdesk, web)
     evil = make_web(Host="evil.example")
-    home = evil.get("/")
-    assert home.headers["location"] == web.base_url + "/login"
+    home = evil.get("/tickets")  # "/" is the help-centre home now (issue 13): no redirect
+    assert home.headers["location"] == web.base_url + "/login?next=/tickets"
+    assert "evil.example" not in evil.get("/").text
     page = evil.get("/login")
     assert "evil.example" not in page.text
     assert evil.submit("/password/forgot", {"email": JEAN}).status_code == 200

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from mailgate import logs
-from mailgate.adapters.portal import routes_auth, routes_tickets
+from mailgate.adapters.portal import routes_auth, routes_help, routes_tickets
 from mailgate.adapters.portal.i18n import Catalogs
 from mailgate.adapters.portal.security import BodyLimit, CookiePolicy, Csrf, SecurityHeaders
 from mailgate.adapters.portal.web import PortalSettings, Site, visit
@@ -44,6 +44,7 @@ def create_app(
     app = Starlette(
         routes=[
             *extra_routes,
+            *routes_help.routes(),  # first: its "/" (the help-centre home) wins
             *routes_auth.routes(),
             *routes_tickets.routes(),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

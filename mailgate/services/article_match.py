@@ -1,0 +1,96 @@
+"""Matching articles to words, without the rest of the help centre (no Markdown, no YAML):
+typo correction from the vocabulary, and the articles suggested in a new ticket's
+confirmation mail, looked up inside the ticket's own transaction. `deliver` opens tickets
+too, and pays for every import here on every mail (issue 11): keep this module light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from mailgate.core.textsearch import LANGUAGES, Query, Term, one_edit_away, parse_query
+from mailgate.store import article_index
+from mailgate.store.help_models import Article, ArticleWord
+
+TYPO_MIN_LETTERS = 4  # shorter words are not corrected: too many neighbours
+MAX_ALTERNATIVES = 6
+
+
+def correct(session: Session, query: Query, locale: str) -> tuple[Query, list[tuple[str, str]]]:
+    """Words no article contains get the stems of the words one typo away as alternatives."""
+    terms: list[Term] = []
+    corrected: list[tuple[str, str]] = []
+    for term in query.terms:
+        if term.prefix or len(term.word) < TYPO_MIN_LETTERS or _known_word(session, term, locale):
+            terms.append(term)
+            continue
+        candidates = sorted(c for c in one_edit_away(term.word) if len(c) >= TYPO_MIN_LETTERS)
+        rows = session.exec(
+            select(ArticleWord.word, ArticleWord.stem)
+            .where(ArticleWord.locale == locale, col(ArticleWord.word).in_(candidates))
+            .order_by(col(ArticleWord.articles).desc(), col(ArticleWord.word))
+            .limit(MAX_ALTERNATIVES * 3)
+        ).all()
+        stems = tuple(dict.fromkeys(s for _, s in rows))[:MAX_ALTERNATIVES]
+        if stems:
+            corrected.append((term.word, rows[0][0]))
+            # Its own stem stays when some other word has it ("passes" -> "pass").
+            own = term.stem if _known_stem(session, term, locale) else ""
+            terms.append(Term(term.word, own, alternatives=tuple(s for s in stems if s != own)))
+        else:
+            terms.append(term)
+    return Query(tuple(terms), query.phrases, query.raw, query.dropped), corrected
+
+
+def _known_word(session: Session, term: Term, locale: str) -> bool:
+    return session.get(ArticleWord, (term.word, locale)) is not None
+
+
+def _known_stem(session: Session, term: Term, locale: str) -> bool:
+    found = session.exec(
+        select(ArticleWord.word)
+        .where(ArticleWord.locale == locale, ArticleWord.stem == term.stem)
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def suggestions_for(
+    session: Session,
+    ticket_id: int,
+    subject: str,
+    locale: str,
+    limit: int,
+    url: Callable[[str], str],
+) -> list[dict[str, str]]:
+    """Up to `limit` public, published articles matching a new ticket's subject (every word,
+    else any), as {title, url} for the confirmation mail; each link carries the ticket, so
+    the article can offer "this article solved my problem" for it."""
+    if limit <= 0 or not subject.strip():
+        return []
+    locale = locale if locale in LANGUAGES else "fr"
+    query = parse_query(subject, locale)
+    if query.empty:
+        return []
+    query, _ = correct(session, query, locale)
+    options: dict[str, Any] = {
+        "locales": [locale],
+        "statuses": ["published"],
+        "visibilities": ["public"],
+        "limit": limit,
+    }
+    found = article_index.match(session, query, **options)
+    if not found and len(query.terms) + len(query.phrases) > 1:
+        found = article_index.match(session, query, any_term=True, **options)
+    ids = [i for i, _ in found]
+    if not ids:
+        return []
+    rows = {a.id: a for a in session.exec(select(Article).where(col(Article.id).in_(ids)))}
+    return [
+        {"title": rows[i].title, "url": url(f"/articles/{rows[i].slug}?ticket={ticket_id}")}
+        for i in ids
+        if i in rows
+    ]
