@@ -8,7 +8,7 @@ import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete
 from sqlmodel import Session, col, select
 
 from mailgate import logs
@@ -67,6 +67,9 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+_BY_EMAIL = select(Account).where(Account.email == bindparam("email"))  # built once: hot
+
+
 class Accounts:
     def __init__(
         self,
@@ -83,7 +86,7 @@ class Accounts:
         self.default_locale = default_locale
 
     def find(self, session: Session, email: str) -> Account | None:
-        return session.exec(select(Account).where(Account.email == normalise_email(email))).first()
+        return session.exec(_BY_EMAIL, params={"email": normalise_email(email)}).first()
 
     def find_or_create_customer(
         self,

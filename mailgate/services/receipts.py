@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
@@ -18,6 +18,25 @@ from mailgate.core.enums import Outcome, Step
 from mailgate.store.models import Receipt
 
 _TABLE: Any = Receipt.__table__  # type: ignore[attr-defined]
+
+
+# Built once: a statement object reused keeps its cache key, and the writer runs these two
+# for every delivery.
+_CLAIM = {
+    name: dialect.insert(_TABLE)
+    .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    .returning(_TABLE.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_DECIDE = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("receipt_id"))
+    .values(
+        outcome=bindparam("outcome"),
+        ticket_id=bindparam("ticket_id"),
+        decided_by=bindparam("decided_by"),
+    )
+)
 
 
 def claim_receipt(
@@ -32,32 +51,32 @@ def claim_receipt(
     now: datetime,
 ) -> int | None:
     """The new receipt's id, or None when this key was already recorded: create nothing."""
-    bind = session.get_bind()
-    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(_TABLE)
-        .values(
-            dedupe_key=key,
-            message_id=message_id[:998],
-            recipient=recipient,
-            envelope_from=envelope_from[:320],
-            channel=channel,
-            raw_sha256=sha,
-            outcome=Outcome.PENDING.value,
-            decided_by="",
-            received_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(_TABLE.c.id)
-    )
-    return session.execute(stmt).scalar()
+    name = session.get_bind().dialect.name
+    values = {
+        "dedupe_key": key,
+        "message_id": message_id[:998],
+        "recipient": recipient,
+        "envelope_from": envelope_from[:320],
+        "channel": channel,
+        "raw_sha256": sha,
+        "outcome": Outcome.PENDING.value,
+        "decided_by": "",
+        "received_at": now,
+    }
+    return session.execute(
+        _CLAIM["postgresql" if name == "postgresql" else "sqlite"], values
+    ).scalar()
 
 
 def record_decision(
     session: Session, receipt_id: int, outcome: Outcome, ticket_id: int | None, step: Step
 ) -> None:
     session.execute(
-        update(_TABLE)
-        .where(_TABLE.c.id == receipt_id)
-        .values(outcome=outcome.value, ticket_id=ticket_id, decided_by=step.value)
+        _DECIDE,
+        {
+            "receipt_id": receipt_id,
+            "outcome": outcome.value,
+            "ticket_id": ticket_id,
+            "decided_by": step.value,
+        },
     )
