@@ -20,6 +20,7 @@ from mailgate.adapters.file_links import file_link_routes
 from mailgate.adapters.health import health_routes
 from mailgate.adapters.httpserver import HttpServer
 from mailgate.adapters.imap import ImapPoller
+from mailgate.adapters.oidc_client import OidcClient, read_secret
 from mailgate.adapters.parsing import ParseWorkers
 from mailgate.adapters.portal import PortalSettings, create_app
 from mailgate.adapters.postfix_map import PostfixMap
@@ -43,6 +44,7 @@ from mailgate.core.verification import DEFAULT_RULES
 from mailgate.keys import Keys, Purpose, load_secret
 from mailgate.metrics import Metrics
 from mailgate.services.accounts import Accounts
+from mailgate.services.article_match import suggester
 from mailgate.services.assemble import MailAssembler
 from mailgate.services.captcha import Captcha
 from mailgate.services.commit import GroupCommitter
@@ -52,6 +54,7 @@ from mailgate.services.helpcentre_search import counter_figures
 from mailgate.services.imap_state import ImapState
 from mailgate.services.ingest import Ingestor
 from mailgate.services.jobs import Jobs
+from mailgate.services.oidc import OidcSignIn, Provider
 from mailgate.services.outbox import Mailer, Transport
 from mailgate.services.outbox_queue import OutboxQueue
 from mailgate.services.portal import Portal, PortalAccounts
@@ -155,6 +158,9 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
     jobs = Jobs(
         db, conversations, config.tickets.auto_resolve_after_days, config.tickets.close_after_days
     )
+    # The sender renders each mail from its parameters, reading attachments from the blob
+    # store and the articles a confirmation suggests from the help centre.
+    assembler = MailAssembler(renderer, blobs, suggester(db, mailer.url))
     return App(
         config=config,
         keys=keys,
@@ -170,9 +176,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         ingestor=ingestor,
         outbox=outbox,
         transport=transport,
-        sender=Sender(
-            outbox, transport, metrics=metrics, assemble=MailAssembler(renderer, blobs).assemble
-        ),
+        sender=Sender(outbox, transport, metrics=metrics, assemble=assembler.assemble),
         jobs=jobs,
         metrics=metrics,
         health=health,
@@ -216,6 +220,7 @@ def build_portal(
             sessions=WebSessions(clock, key=keys.key(Purpose.SESSIONS)),
             limiter=limiter,
             captcha=captcha,
+            agents_password=config.auth.agents_password,
         ),
         tickets=PortalTickets(
             db=db,
@@ -228,6 +233,40 @@ def build_portal(
         ),
         captcha=captcha,
         help=build_help(db, committer.run, conversations, clock),
+        oidc=build_oidc(config, keys, clock, db, accounts, committer),
+    )
+
+
+def build_oidc(
+    config: Config,
+    keys: Keys,
+    clock: Clock,
+    db: Database,
+    accounts: Accounts,
+    committer: GroupCommitter,
+) -> OidcSignIn:
+    """Sign-in with the `[[auth.oidc]]` providers (none: no buttons, the routes answer 404).
+    Sessions are the password sign-in's own (same table, same key)."""
+    base = config.portal.base_url.rstrip("/")
+    providers = [
+        Provider(
+            name=p.name,
+            label=p.label,
+            client=OidcClient(p, read_secret(p), f"{base}/auth/{p.name}/callback", clock),
+            allowed_domains=tuple(p.allowed_domains),
+            customers="customers" in p.users,
+            agents="agents" in p.users,
+        )
+        for p in config.auth.oidc
+    ]
+    return OidcSignIn(
+        db=db,
+        write=committer.run,
+        accounts=accounts,
+        sessions=WebSessions(clock, key=keys.key(Purpose.SESSIONS)),
+        clock=clock,
+        providers=providers,
+        agents_password=config.auth.agents_password,
     )
 
 

@@ -1,6 +1,6 @@
 """Matching articles to words, without the rest of the help centre (no Markdown, no YAML):
 typo correction from the vocabulary, and the articles suggested in a new ticket's
-confirmation mail, looked up inside the ticket's own transaction. `deliver` opens tickets
+confirmation mail, looked up by the sender when it assembles that mail. `deliver` opens tickets
 too, and pays for every import here on every mail (issue 11): keep this module light.
 """
 
@@ -94,3 +94,14 @@ def suggestions_for(
         for i in ids
         if i in rows
     ]
+
+
+def suggester(db: Any, url: Callable[[str], str]) -> Callable[..., list[dict[str, str]]]:
+    """suggestions_for in a read transaction of its own: what the sender calls when it
+    assembles a confirmation (services/assemble.py)."""
+
+    def suggest(*, ticket_id: int, subject: str, locale: str, limit: int) -> list[dict[str, str]]:
+        with db.read() as session:
+            return suggestions_for(session, ticket_id, subject, locale, limit, url)
+
+    return suggest

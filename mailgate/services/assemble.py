@@ -99,6 +99,12 @@ class FileRef:
     content_type: str
 
 
+class Suggest(Protocol):
+    def __call__(
+        self, *, ticket_id: int, subject: str, locale: str, limit: int
+    ) -> list[dict[str, str]]: ...
+
+
 class BlobReader(Protocol):
     def get(self, sha256: str) -> bytes: ...
 
@@ -112,9 +118,15 @@ class Assembled:
 class MailAssembler:
     """Row -> the bytes to send. Thread-safe: the renderer's templates are compiled once."""
 
-    def __init__(self, renderer: MailRenderer, blobs: BlobReader | None = None) -> None:
+    def __init__(
+        self,
+        renderer: MailRenderer,
+        blobs: BlobReader | None = None,
+        suggest: Suggest | None = None,
+    ) -> None:
         self.renderer = renderer
         self.blobs = blobs
+        self.suggest = suggest  # help-centre articles for a confirmation (`suggest` in context)
 
     def assemble(self, row: Outbox) -> bytes:
         return self.build(row).raw
@@ -127,7 +139,12 @@ class MailAssembler:
         p = json.loads(row.params)
         if p.get("v") != PARAMS_VERSION:
             raise ValueError(f"outbox #{row.id}: unknown params version {p.get('v')!r}")
-        rendered = self.renderer.render(row.kind, p["locale"], p["context"])
+        context = p["context"]
+        wanted = context.pop("suggest", None)
+        if wanted and self.suggest is not None:
+            # Looked up now, not at enqueue: a retry may list articles written meanwhile.
+            context["articles"] = self.suggest(**wanted)
+        rendered = self.renderer.render(row.kind, p["locale"], context)
         out = Outgoing(
             kind=row.kind,
             to_addr=row.to_addr,

@@ -375,7 +375,7 @@ class Conversations:
                     "echo": echo,
                     "customer_name": customer.name if echo else "",
                     "old_ticket_id": follow_up_of.id if follow_up_of else None,
-                    "articles": self._suggested_articles(session, ticket, kind),
+                    **self._articles_request(ticket, kind),
                 },
             )
             if created:
@@ -390,18 +390,20 @@ class Conversations:
             self._notify_agents(session, ticket, msg, customer, is_new=True)
         return ticket, msg
 
-    def _suggested_articles(
-        self, session: Session, ticket: Ticket, kind: str
-    ) -> list[dict[str, str]]:
-        """Help-centre articles matching a new ticket, for its confirmation (issue 13)."""
+    def _articles_request(self, ticket: Ticket, kind: str) -> dict[str, Any]:
+        """What the sender needs to list help-centre articles in a new ticket's confirmation
+        (issue 13). The search runs when the mail is assembled, in the sender's process: on
+        the single writer's path it cost more than the rest of a first contact."""
         if kind != "confirmation" or self.articles_in_confirmation <= 0:
-            return []
-        from mailgate.services.article_match import suggestions_for  # not on deliver's path
-
-        limit = self.articles_in_confirmation
-        return suggestions_for(
-            session, ticket.id or 0, ticket.subject, ticket.locale, limit, self.mailer.url
-        )
+            return {}
+        return {
+            "suggest": {
+                "ticket_id": ticket.id or 0,
+                "subject": ticket.subject,
+                "locale": ticket.locale,
+                "limit": self.articles_in_confirmation,
+            }
+        }
 
     def customer_reply(
         self,
