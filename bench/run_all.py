@@ -27,6 +27,7 @@ SCRIPTS = (
     "assemble_bench.py",
     "cli_bench.py",
     "portal_bench.py",
+    "search_bench.py",
     "attachment_memory.py",
 )
 SUMMARY_WORDS = ("PASS", "FAIL", "SKIPPED")

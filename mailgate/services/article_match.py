@@ -28,12 +28,7 @@ def correct(session: Session, query: Query, locale: str) -> tuple[Query, list[tu
             terms.append(term)
             continue
         candidates = sorted(c for c in one_edit_away(term.word) if len(c) >= TYPO_MIN_LETTERS)
-        rows = session.exec(
-            select(ArticleWord.word, ArticleWord.stem)
-            .where(ArticleWord.locale == locale, col(ArticleWord.word).in_(candidates))
-            .order_by(col(ArticleWord.articles).desc(), col(ArticleWord.word))
-            .limit(MAX_ALTERNATIVES * 3)
-        ).all()
+        rows = article_index.known_words(session, locale, candidates, MAX_ALTERNATIVES * 3)
         stems = tuple(dict.fromkeys(s for _, s in rows))[:MAX_ALTERNATIVES]
         if stems:
             corrected.append((term.word, rows[0][0]))

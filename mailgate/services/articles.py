@@ -153,6 +153,22 @@ def plain_text(body: str) -> str:
     return html_lib.unescape(nh3.clean(rendered, tags=set())).strip()
 
 
+MARKUP = (
+    (re.compile(r"!?\[([^\]]*)\]\([^)]*\)"), r"\1"),  # links and images: their text
+    (re.compile(r"<[^>\n]{0,200}>"), ""),  # raw HTML tags
+    (re.compile(r"(?m)^\s{0,3}(#{1,6}|>|[-*+]|\d{1,3}[.)])\s+"), ""),  # headings, quotes, lists
+    (re.compile(r"[*_`~|]{1,3}"), ""),  # emphasis, code, tables
+)
+
+
+def rough_text(body: str) -> str:
+    """The words of the Markdown without its markup, cheaply (search passages: ten per
+    query; plain_text's full rendering is for the index, once per save)."""
+    for pattern, replacement in MARKUP:
+        body = pattern.sub(replacement, body)
+    return html_lib.unescape(body)
+
+
 def view(article: Article, *, with_body: bool = False) -> ArticleView:
     return ArticleView(
         id=article.id or 0,

@@ -34,7 +34,7 @@ from mailgate.core.textsearch import (
     stem,
 )
 from mailgate.services.article_match import correct
-from mailgate.services.articles import Audience, plain_text
+from mailgate.services.articles import Audience, rough_text
 from mailgate.services.writer import Writer
 from mailgate.store import article_index
 from mailgate.store.db import Database
@@ -42,7 +42,7 @@ from mailgate.store.help_models import Article, HelpCount
 
 PASSAGE_CHARS = 220
 SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
-TOKEN = re.compile(r"[^\W_]+|[\W_]+")
+WORD = re.compile(r"[^\W_]+")
 
 # The counters (HelpCount.name), as /metrics shows them.
 SEARCH = "search"
@@ -77,40 +77,47 @@ class Results:
 
 
 def passage(body: str, query: Query, locale: str) -> str:
-    """The sentence (or run of text) with the most query words, matched words in <mark>."""
+    """The sentence (or run of text) with the most query words, matched words in <mark>.
+    Each distinct word of the text is stemmed once; sentences are then scored by a regular
+    expression of the matching words (C speed: ten passages per search)."""
     wanted = query.highlight_words()
     prefixes = query.highlight_prefixes()
 
     def hit(word: str) -> bool:
-        if not word.strip() or not (word[0].isalnum()):
-            return False
-        folded = fold(word)
-        return stem(word, locale) in wanted or any(
-            folded.startswith(p) or stem(word, locale).startswith(p) for p in prefixes
+        stemmed, folded = stem(word, locale), fold(word)
+        return stemmed in wanted or any(
+            folded.startswith(p) or stemmed.startswith(p) for p in prefixes
         )
 
-    sentences = [s.group(0).strip() for s in SENTENCE.finditer(body) if s.group(0).strip()]
+    matched = sorted((w for w in set(WORD.findall(body)) if hit(w)), key=len, reverse=True)
+    sentences = [m.group(0).strip() for m in SENTENCE.finditer(body)]
+    sentences = [s for s in sentences if s]
     if not sentences:
         return ""
-    best = max(
-        sentences,
-        key=lambda s: (len({fold(w) for w in TOKEN.findall(s) if hit(w)}), -sentences.index(s)),
+    if not matched:
+        return str(escape(_cut(sentences[0], 0)))
+    marks = re.compile(r"(?<![^\W_])(" + "|".join(map(re.escape, matched)) + r")(?![^\W_])")
+    best = max(sentences, key=lambda s: len({fold(w) for w in marks.findall(s)}))
+    first = marks.search(best)
+    text = _cut(best, first.start() if first else 0)
+    parts = marks.split(text)  # text, match, text, match, ...
+    out = "".join(
+        f"<mark>{escape(part)}</mark>" if n % 2 else str(escape(part))
+        for n, part in enumerate(parts)
     )
-    tokens = TOKEN.findall(best)
-    first = next((i for i, t in enumerate(tokens) if hit(t)), 0)
-    start, length = first, 0
-    while start > 0 and length < PASSAGE_CHARS // 3:  # some words before the first match
-        start -= 1
-        length += len(tokens[start])
-    out: list[str] = ["… " if start > 0 else ""]
-    used = 0
-    for token in tokens[start:]:
-        if used > PASSAGE_CHARS:
-            out.append(" …")
-            break
-        used += len(token)
-        out.append(f"<mark>{escape(token)}</mark>" if hit(token) else str(escape(token)))
-    return nh3.clean("".join(out), tags={"mark"}, attributes={})
+    return nh3.clean(out, tags={"mark"}, attributes={})
+
+
+def _cut(sentence: str, first_match: int) -> str:
+    """About PASSAGE_CHARS of the sentence, starting a little before its first match."""
+    start = 0
+    if first_match > PASSAGE_CHARS // 3:
+        start = sentence.rfind(" ", 0, first_match - PASSAGE_CHARS // 4) + 1
+    end = len(sentence)
+    if end - start > PASSAGE_CHARS:
+        end = sentence.find(" ", start + PASSAGE_CHARS)
+        end = len(sentence) if end < 0 else end
+    return ("… " if start else "") + sentence[start:end] + (" …" if end < len(sentence) else "")
 
 
 class HelpCentre:
@@ -129,7 +136,7 @@ class HelpCentre:
         locale: str,
         audience: Audience,
         *,
-        limit: int = 20,
+        limit: int = 10,
         count: bool = True,
         typing: bool = False,
         exclude: int | None = None,
@@ -142,7 +149,15 @@ class HelpCentre:
         with self.db.read() as session:
             for language in (locale, *others):
                 results = self._search_in(
-                    session, raw, language, audience, limit, typing, exclude, any_term_only
+                    session,
+                    raw,
+                    language,
+                    audience,
+                    limit,
+                    typing,
+                    exclude,
+                    any_term_only,
+                    typos=language == locale,  # the other language: exact words only
                 )
                 if not results.empty:
                     break
@@ -162,11 +177,14 @@ class HelpCentre:
         typing: bool,
         exclude: int | None,
         any_term_only: bool,
+        typos: bool = True,
     ) -> Results:
         query = parse_query(raw, locale, last_is_prefix=typing)
         if query.empty:
             return Results(raw.strip(), ())
-        query, corrected = correct(session, query, locale)
+        corrected: list[tuple[str, str]] = []
+        if typos:
+            query, corrected = correct(session, query, locale)
         options: dict[str, Any] = {
             "locales": [locale],
             "statuses": ["published"],
@@ -190,7 +208,7 @@ class HelpCentre:
         hits = []
         for article_id, score in found:
             a = rows[article_id]
-            body = f"{plain_text(a.body_markdown)}"
+            body = rough_text(a.body_markdown)
             hits.append(
                 Hit(a.slug, a.title, a.section, a.locale, passage(body, query, locale), score)
             )

@@ -123,3 +123,25 @@ def match(
         bindparam("visibilities", expanding=True),
     )
     return [(int(i), float(s)) for i, s in session.execute(statement, params).all()]
+
+
+def known_words(
+    session: Session, locale: str, candidates: Sequence[str], limit: int
+) -> list[tuple[str, str]]:
+    """(word, stem) of the candidates that some article contains, most widespread first.
+    PostgreSQL gets them as one array (`= ANY`): hundreds of bind parameters cost more to
+    plan than the lookup itself."""
+    if not candidates:
+        return []
+    order = "ORDER BY articles DESC, word LIMIT :limit"
+    params = {"locale": locale, "words": list(candidates), "limit": limit}
+    if _sqlite(session):
+        statement = text(
+            f"SELECT word, stem FROM articleword WHERE locale = :locale AND word IN :words {order}"
+        ).bindparams(bindparam("words", expanding=True))
+    else:
+        statement = text(
+            f"SELECT word, stem FROM articleword WHERE locale = :locale AND word = ANY(:words) "
+            f"{order}"
+        )
+    return [(str(w), str(s)) for w, s in session.execute(statement, params).all()]
