@@ -310,8 +310,9 @@ def _authors(session: Session, ids: set[int]) -> dict[int, str]:
 QUEUE_PER_PAGE = 25
 SEARCH_MAX = 200  # characters of a search; more is cut
 SEARCH_WORDS = 4  # words of a search that count; each must be found in the ticket
-SEARCH_MESSAGES = 50_000  # words are looked for in the text of this many latest messages
+SEARCH_MESSAGES = 30_000  # words are looked for in the latest messages (subject and text)
 SEARCH_CAP = 2_000  # tickets a search shows at most (the newest)
+SEARCH_ROWS = 4 * SEARCH_CAP  # messages a one-word search reads at most, the newest first
 ASSIGNEE_FILTERS = ("mine", "unassigned")
 CLOSED_STATES = (TicketStatus.SOLVED, TicketStatus.CLOSED)
 
@@ -399,10 +400,11 @@ def _literal(word: str) -> str:
 def search_ids(session: Session, search: str, sqlite: bool) -> tuple[list[int], bool] | None:
     """The tickets a search finds (None: no search), at most SEARCH_CAP of them, the newest;
     and whether there were more. `#123` is ticket 123. Otherwise each of the first
-    SEARCH_WORDS words must be found in the ticket, ignoring case: in its requester's address
-    or name, its subject, its customer ID (equal), its number, or the text of one of its
-    messages (notes included) among the latest SEARCH_MESSAGES. Each source is read once,
-    here, so the page and its count then cost what a filter costs."""
+    SEARCH_WORDS words must be found in the ticket: its number or customer ID (equal), its
+    requester's address or name, or the subject or text of one of its messages (notes
+    included) among the latest SEARCH_MESSAGES, ignoring case. Each source is read once, here,
+    by an index or within that window, so the page and its count then cost what a filter
+    costs; a word in an older conversation only is not found (docs/portal.md)."""
     words = " ".join(search.split())[:SEARCH_MAX].split()
     if not words:
         return None
@@ -413,32 +415,32 @@ def search_ids(session: Session, search: str, sqlite: bool) -> tuple[list[int], 
     like = _like(sqlite)
     newest = session.execute(select(func.max(Message.id))).scalar_one_or_none() or 0
     found: set[int] | None = None
+    more = False  # a common word's messages were read only as far as the newest ones
     for word in words[:SEARCH_WORDS]:
         requesters = select(Account.id).where(
             or_(like(col(Account.email), word), like(col(Account.name), word))
         )
-        in_subjects = select(Ticket.id).where(
-            or_(like(col(Ticket.subject), word), col(Ticket.customer_ref) == word[:64])
-        )
         in_messages = select(Message.ticket_id).where(
-            col(Message.id) > newest - SEARCH_MESSAGES, like(col(Message.body_text), word)
+            col(Message.id) > newest - SEARCH_MESSAGES,
+            or_(like(col(Message.subject), word), like(col(Message.body_text), word)),
         )
-        if len(words) == 1:  # a common word stops at the newest SEARCH_CAP, not the oldest
-            in_subjects = in_subjects.order_by(col(Ticket.id).desc()).limit(SEARCH_CAP + 1)
-            in_messages = in_messages.order_by(col(Message.id).desc()).limit(SEARCH_CAP + 1)
-        queries = (
-            in_subjects,
+        if len(words) == 1:  # alone, a common word need not be read in every message
+            in_messages = in_messages.order_by(col(Message.id).desc()).limit(SEARCH_ROWS)
+        rows = list(session.execute(in_messages).scalars())
+        more = more or (len(words) == 1 and len(rows) >= SEARCH_ROWS)
+        ids = set(rows)
+        for query in (
+            select(Ticket.id).where(col(Ticket.customer_ref) == word[:64]),
             select(Ticket.id).where(col(Ticket.requester_id).in_(requesters)),
-            in_messages,
-        )
-        ids = {row for query in queries for row in session.execute(query).scalars()}
+        ):
+            ids.update(session.execute(query).scalars())
         if word.isdigit() and len(word) <= 10 and int(word) <= keyset.ID_MAX:
             ids.add(int(word))
         found = ids if found is None else found & ids
         if not found:
             break
     ordered = sorted(found or (), reverse=True)
-    return ordered[:SEARCH_CAP], len(ordered) > SEARCH_CAP
+    return ordered[:SEARCH_CAP], len(ordered) > SEARCH_CAP or (more and bool(ordered))
 
 
 def queue(

@@ -62,6 +62,7 @@ class Ticket(SQLModel, table=True):
             "ix_ticket_category_exchange",
             *("category", "last_exchange_at", "id", "status", "assignee_id"),
         ),
+        Index("ix_ticket_customer_ref", "customer_ref"),  # the queue's search by customer ID
     )
     id: int | None = Field(default=None, primary_key=True)
     subject: str = Field(default="", sa_column=Column(Text, nullable=False))

@@ -199,20 +199,34 @@ def mail_with_file(
 
 
 def seed_tickets(mg: Mailgate, requester: int, count: int, *, prefix: str, **fields: Any) -> None:
-    """`count` tickets written straight into the database, groups of three sharing their last
-    exchange to the microsecond (the id breaks the ties)."""
+    """`count` tickets with their opening message, written straight into the database as
+    years of mail would have left them; groups of three share their last exchange to the
+    microsecond (the id breaks the ties)."""
     with mg.app.db.write() as session:
+        tickets = []
         for i in range(count):
             last = START + timedelta(hours=i // 3)
+            ticket = Ticket(
+                subject=f"{prefix} {i}",
+                status="open",
+                requester_id=requester,
+                created_at=last - timedelta(days=1),
+                updated_at=last,
+                last_exchange_at=last,
+                **fields,
+            )
+            session.add(ticket)
+            tickets.append(ticket)
+        session.flush()
+        for ticket in tickets:
             session.add(
-                Ticket(
-                    subject=f"{prefix} {i}",
-                    status="open",
-                    requester_id=requester,
-                    created_at=last - timedelta(days=1),
-                    updated_at=last,
-                    last_exchange_at=last,
-                    **fields,
+                Message(
+                    ticket_id=ticket.id or 0,
+                    author_id=requester,
+                    subject=ticket.subject,
+                    body_text="Bonjour.",
+                    message_id=f"seed-{ticket.id}@client.example",
+                    created_at=ticket.created_at,
                 )
             )
 
@@ -327,6 +341,12 @@ def test_queue_search(
         assert page.status_code == 200
         return sorted(queue_ids(page.text))
 
+    with portal.app.db.write() as session:  # as the new-ticket form records it
+        ticket = session.get(Ticket, printer)
+        assert ticket is not None
+        ticket.customer_ref = "778899"
+    assert found("778899") == [printer]  # a customer ID, whole
+    assert found("7788") == []
     assert found(f"#{feed}") == [feed]
     assert found(f"#{feed + 1000}") == []
     assert found("paul@autre.example") == [feed]
@@ -382,7 +402,7 @@ def test_a_search_that_finds_too_much_shows_the_newest_and_says_so(
     seed_tickets(portal, account_id(portal, JEAN), SEARCH_CAP + 5, prefix="Massif")
     agent = agent_web()
     page = html.unescape(agent.get("/tickets", params={"q": "massif"}).text)
-    assert "Plus de 2\u202f000 demandes correspondent" in page
+    assert "Trop de demandes correspondent : seules les plus récentes (au plus 2\u202f000)" in page
     assert f"Demandes 1 à {QUEUE_PER_PAGE} sur {SEARCH_CAP}" in page
     with portal.app.db.read() as session:
         newest = set(

@@ -5,7 +5,8 @@ by status, by assignee ("mine", "unassigned") or by category. Each gets an index
 where the filter is and then runs in the queue's order, so a page is read straight off it
 from where it starts, whatever the number of tickets. The other filters' columns ride at the
 end of each, so a combination (mine and open) is checked, and counted, in the index alone.
-The word search is a bounded LIKE scan (see docs/portal.md), not indexed.
+The search finds a customer ID by its own index; its words are a bounded LIKE scan of the
+latest messages (see docs/portal.md), not indexed.
 
 Revision ID: 0007
 Revises: 0006
@@ -24,6 +25,7 @@ INDEXES = {
     "ix_ticket_status_exchange": ["status", "last_exchange_at", "id", "assignee_id", "category"],
     "ix_ticket_assignee_exchange": ["assignee_id", "last_exchange_at", "id", "status", "category"],
     "ix_ticket_category_exchange": ["category", "last_exchange_at", "id", "status", "assignee_id"],
+    "ix_ticket_customer_ref": ["customer_ref"],
 }
 
 
