@@ -151,6 +151,8 @@ def run(label: str, url: str, count: int, rounds: int) -> bool:
             session.connection().exec_driver_sql("ANALYZE")
     print(f"\n{label}: {count} articles written and indexed in {seconds:.1f} s")
     timings = measure(db, rounds)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"  load average {load} (other work on the machine inflates these figures)")
     ok = True
     print(f"  {'query':<14} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name, values in timings.items():
