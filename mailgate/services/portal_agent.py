@@ -25,7 +25,7 @@ from mailgate.core.enums import Role
 from mailgate.services import portal_views as views
 from mailgate.services.accounts import normalise_email
 from mailgate.services.incoming import NewAttachment
-from mailgate.services.portal_tickets import PortalTickets, Submitted
+from mailgate.services.portal_tickets import TEXT_MAX, PortalTickets, Submitted
 from mailgate.services.portal_views import (
     AgentTicketView,
     AttachmentView,
@@ -33,8 +33,6 @@ from mailgate.services.portal_views import (
     QueueFilter,
 )
 from mailgate.store.models import Account, Attachment, Message, Ticket
-
-TEXT_MAX = 100_000
 
 
 @dataclass(frozen=True)
