@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -20,6 +21,7 @@ from mailgate.adapters.file_links import file_link_routes
 from mailgate.adapters.health import health_routes
 from mailgate.adapters.httpserver import HttpServer
 from mailgate.adapters.imap import ImapPoller
+from mailgate.adapters.oauth_tokens import mailbox_tokens
 from mailgate.adapters.oidc_client import OidcClient, read_secret
 from mailgate.adapters.parsing import ParseWorkers
 from mailgate.adapters.portal import PortalSettings, create_app
@@ -95,6 +97,8 @@ class App:
     parsers: ParseWorkers
     listeners: dict[str, tuple[str, int]] = field(default_factory=dict)
     mailboxes: dict[str, str] = field(default_factory=dict)  # IMAP mailbox -> its state
+    # IMAP mailbox -> last login, last poll, token expiry, error (/healthz "mailboxes")
+    mailbox_details: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Built from the config alone (no test clock or transport): `serve` may then run the
     # sender in a process of its own, which builds the same App.
     sender_process: bool = False
@@ -377,6 +381,8 @@ async def serve(
             recipient=box.address or cfg.support_address,
             status=app.mailboxes,
             on_stored=lambda: loop.call_soon_threadsafe(wake_sender),
+            tokens=mailbox_tokens(box),
+            details=app.mailbox_details,
         )
         for box in cfg.imap.mailboxes
     ]

@@ -117,6 +117,33 @@ class Metrics:
             ["mailbox"],
             registry=r,
         )
+        # Per mailbox (issue 16): when it last logged in and finished a pass, when its OAuth2
+        # access token expires, and why logins failed.
+        self.imap_last_login = Gauge(
+            "mailgate_imap_last_login_timestamp_seconds",
+            "When the IMAP mailbox last logged in successfully (Unix time)",
+            ["mailbox"],
+            registry=r,
+        )
+        self.imap_last_poll = Gauge(
+            "mailgate_imap_last_poll_timestamp_seconds",
+            "When the IMAP mailbox last finished a pass over its folder (Unix time)",
+            ["mailbox"],
+            registry=r,
+        )
+        self.imap_token_expiry = Gauge(
+            "mailgate_imap_token_expiry_timestamp_seconds",
+            "When the OAuth2 access token of the IMAP mailbox expires (Unix time)",
+            ["mailbox"],
+            registry=r,
+        )
+        self.imap_auth_failures = Counter(
+            "mailgate_imap_auth_failures",
+            "Failed IMAP logins by stage: token_endpoint (no token), token (the server refused "
+            "it), login (password refused)",
+            ["mailbox", "stage"],
+            registry=r,
+        )
 
     def message(self, channel: str, outcome: str, seconds: float | None = None) -> None:
         self.received.labels(channel=channel, outcome=outcome).inc()

@@ -6,7 +6,7 @@ Database work runs in a worker thread so a slow database never stalls the event 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,6 +28,7 @@ class HealthSources(Protocol):
     metrics: Metrics
     listeners: dict[str, tuple[str, int]]
     mailboxes: dict[str, str]
+    mailbox_details: dict[str, dict[str, Any]]
 
 
 def health_routes(app: HealthSources) -> list[Route]:
@@ -43,6 +44,8 @@ def health_routes(app: HealthSources) -> list[Route]:
             "database_reachable": reachable,
             "listeners": {name: f"{h}:{p}" for name, (h, p) in list(app.listeners.items())},
             "imap": dict(app.mailboxes),
+            # Per mailbox: auth, state, last_login, last_poll, token_expires_at, error.
+            "mailboxes": {k: dict(v) for k, v in list(app.mailbox_details.items())},
             "oldest_unsent_age_seconds": figures.get("outbound_oldest_queued_seconds"),
             "outbox_queued": _int(figures.get("outbound_queued")),
             "quarantine_size": _int(figures.get("quarantine_held")),

@@ -26,9 +26,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
 
 from mailgate import logs
 from mailgate.config import ImapMailbox
@@ -52,7 +55,46 @@ def read_password(box: ImapMailbox) -> str:
     return box.password
 
 
-def connect(box: ImapMailbox, timeout: float = 60.0) -> IMAPClient:
+class BearerTokens(Protocol):
+    """OAuth2 access tokens for `auth = "oauth2"` (adapters/oauth_tokens.py, passed in by the
+    composition root): `access_token()` raises when the token endpoint gives none."""
+
+    @property
+    def username(self) -> str: ...
+    @property
+    def mechanism(self) -> str: ...
+    @property
+    def expires_at(self) -> float | None: ...
+    def access_token(self) -> str: ...
+    def invalidate(self) -> None: ...
+
+
+class TokenRefused(LoginError):
+    """The IMAP server refused a freshly obtained OAuth2 access token."""
+
+
+def oauth_login(client: IMAPClient, tokens: BearerTokens) -> None:
+    """SASL XOAUTH2 (or OAUTHBEARER) with the token in hand; when the server refuses it, once
+    more with a new one (it may have been revoked or expired early), then give up: the caller
+    backs off."""
+    for attempt in (1, 2):
+        token = tokens.access_token()
+        try:
+            if tokens.mechanism == "oauthbearer":
+                client.oauthbearer_login(tokens.username, token)
+            else:
+                client.oauth2_login(tokens.username, token)
+            return
+        except LoginError as exc:
+            tokens.invalidate()
+            if attempt == 2:
+                raise TokenRefused(f"IMAP refused the OAuth2 token: {exc}") from None
+            logs.info("imap.token_refused", user=tokens.username, retry="new token")
+
+
+def connect(
+    box: ImapMailbox, timeout: float = 60.0, tokens: BearerTokens | None = None
+) -> IMAPClient:
     """A logged-in client. TLS certificates are always verified."""
     context = ssl.create_default_context()
     tls = box.security == "tls"
@@ -62,7 +104,10 @@ def connect(box: ImapMailbox, timeout: float = 60.0) -> IMAPClient:
     try:
         if box.security == "starttls":
             client.starttls(context)
-        client.login(box.username, read_password(box))
+        if tokens is not None:
+            oauth_login(client, tokens)
+        else:
+            client.login(box.username, read_password(box))
     except BaseException:
         close(client)
         raise
@@ -95,9 +140,9 @@ def move(client: IMAPClient, uids: list[int], folder: str, use_move: bool) -> No
         client.expunge()
 
 
-def check_mailbox(box: ImapMailbox) -> str:
+def check_mailbox(box: ImapMailbox, tokens: BearerTokens | None = None) -> str:
     """For `mailgate check-config`: log in and look at the folders (raises on failure)."""
-    client = connect(box, timeout=15.0)
+    client = connect(box, timeout=15.0, tokens=tokens)
     try:
         if not client.folder_exists(box.folder):
             raise LookupError(f"folder {box.folder!r} does not exist")
@@ -109,7 +154,22 @@ def check_mailbox(box: ImapMailbox) -> str:
     finally:
         close(client)
     note = f", will create {', '.join(missing)}" if missing else ""
-    return f"login ok, folder {box.folder} has {status[b'MESSAGES']} messages, {idle}{note}"
+    how = f" with OAuth2 ({tokens.mechanism.upper()})" if tokens is not None else ""
+    return f"login ok{how}, folder {box.folder} has {status[b'MESSAGES']} messages, {idle}{note}"
+
+
+_NOW = object()  # _note(last_login=_NOW): this moment
+
+
+def _failure_stage(exc: Exception) -> str:
+    """connection, token_endpoint (no token), token (the server refused it) or login."""
+    if isinstance(exc, TokenRefused):
+        return "token"
+    if type(exc).__name__ == "TokenError":  # adapters/oauth_tokens.py (no import across)
+        return "token_endpoint"
+    if isinstance(exc, LoginError):
+        return "login"
+    return "connection"
 
 
 @dataclass
@@ -137,6 +197,8 @@ class ImapPoller:
         retry_seconds: float = 30.0,
         backoff_base: float = 1.0,
         backoff_max: float = 300.0,
+        tokens: BearerTokens | None = None,
+        details: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.box = box
         self.name = mailbox_key(box)
@@ -154,6 +216,17 @@ class ImapPoller:
         self._thread: threading.Thread | None = None
         self._logged: set[tuple[int, int]] = set()  # (uidvalidity, uid) already logged
         self._rng = random.Random()
+        self.tokens = tokens
+        # For /healthz: last successful login and pass, token expiry, the last error.
+        self.details = details if details is not None else {}
+        self.details[self.name] = {
+            "auth": "oauth2" if tokens is not None else "password",
+            "state": "starting",
+            "last_login": None,
+            "last_poll": None,
+            "token_expires_at": None,
+            "error": None,
+        }
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -167,8 +240,45 @@ class ImapPoller:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _note(self, **changes: object) -> None:
+        """Record a moment in /healthz and /metrics (times: now, ISO 8601 UTC)."""
+        now = time.time()
+        entry = dict(self.details.get(self.name, {}))
+        for key, value in changes.items():
+            if value is _NOW:
+                entry[key] = datetime.fromtimestamp(now, UTC).isoformat()
+                gauge = {"last_login": self.metrics.imap_last_login,
+                         "last_poll": self.metrics.imap_last_poll}[key]  # fmt: skip
+                gauge.labels(mailbox=self.name).set(now)
+            else:
+                entry[key] = value
+        if self.tokens is not None and self.tokens.expires_at is not None:
+            expiry = self.tokens.expires_at
+            entry["token_expires_at"] = datetime.fromtimestamp(expiry, UTC).isoformat()
+            self.metrics.imap_token_expiry.labels(mailbox=self.name).set(expiry)
+        self.details[self.name] = entry
+
+    def _connect(self) -> IMAPClient:
+        client = connect(self.box, tokens=self.tokens)
+        self._note(last_login=_NOW, error=None)
+        return client
+
+    def _failed(self, exc: Exception) -> None:
+        """Log and show why the mailbox stopped; a refused token is an error an operator must
+        act on (`mailgate oauth authorize NAME`), a network fault only a warning."""
+        text = f"{type(exc).__name__}: {exc}"
+        stage = _failure_stage(exc)
+        if stage == "connection":
+            logs.warning("imap.disconnected", mailbox=self.name, error=text)
+        else:
+            logs.error("imap.auth_failed", mailbox=self.name, stage=stage, error=text)
+            self.metrics.imap_auth_failures.labels(mailbox=self.name, stage=stage).inc()
+        self._note(error=text)
+
     def _set_status(self, text: str) -> None:
         self.status[self.name] = text
+        if self.name in self.details:
+            self.details[self.name] = {**self.details[self.name], "state": text}
         self.metrics.imap_connected.labels(mailbox=self.name).set(
             1 if text in ("idle", "polling", "working") else 0
         )
@@ -198,13 +308,14 @@ class ImapPoller:
             healthy = False
             client = None
             try:
-                client = connect(self.box)
+                client = self._connect()
                 use_idle = client.has_capability("IDLE")
                 logs.info("imap.connected", mailbox=self.name, idle=use_idle)
                 ensure_folders(client, (self.box.processed_folder, self.box.failed_folder))
                 while not self._stop.is_set():
                     self._set_status("working")
                     report = self.poll_once(client)
+                    self._note(last_poll=_NOW)
                     healthy = True
                     if self._stop.is_set():
                         break
@@ -214,9 +325,7 @@ class ImapPoller:
                     self._wait_for_mail(client, wait, use_idle)
             except Exception as exc:  # fault barrier: reconnect, never let the thread die
                 failures = 1 if healthy else failures + 1
-                logs.warning(
-                    "imap.disconnected", mailbox=self.name, error=f"{type(exc).__name__}: {exc}"
-                )
+                self._failed(exc)
                 self._set_status(f"error: {type(exc).__name__}: {exc}")
             finally:
                 if client is not None:
@@ -227,10 +336,16 @@ class ImapPoller:
 
     def run_once(self) -> PassReport:
         """Connect, do one pass, log out (tests and one-shot use)."""
-        client = connect(self.box)
+        try:
+            client = self._connect()
+        except Exception as exc:
+            self._failed(exc)
+            raise
         try:
             ensure_folders(client, (self.box.processed_folder, self.box.failed_folder))
-            return self.poll_once(client)
+            report = self.poll_once(client)
+            self._note(last_poll=_NOW)
+            return report
         finally:
             close(client)
 

@@ -29,28 +29,38 @@ def correct(session: Session, query: Query, locale: str) -> tuple[Query, list[tu
             continue
         candidates = sorted(c for c in one_edit_away(term.word) if len(c) >= TYPO_MIN_LETTERS)
         rows = article_index.known_words(session, locale, candidates, MAX_ALTERNATIVES * 3)
+        if rows:  # the likeliest kind of slip only ("pase": "passe", not "page")
+            best = min(typo_kind(term.word, w) for w, _ in rows)
+            rows = [(w, s) for w, s in rows if typo_kind(term.word, w) == best]
         stems = tuple(dict.fromkeys(s for _, s in rows))[:MAX_ALTERNATIVES]
         if stems:
             corrected.append((term.word, rows[0][0]))
-            # Its own stem stays when some other word has it ("passes" -> "pass").
-            own = term.stem if _known_stem(session, term, locale) else ""
-            terms.append(Term(term.word, own, alternatives=tuple(s for s in stems if s != own)))
+            # The typed word's own stem goes: "pase" is no word, and its stem "pas" ("not")
+            # would match every French article. An inflection ("passes") finds its stem
+            # among the neighbours ("passe"); a word with no neighbour keeps its stem below.
+            terms.append(Term(term.word, "", alternatives=stems))
         else:
             terms.append(term)
     return Query(tuple(terms), query.phrases, query.raw, query.dropped), corrected
 
 
+def typo_kind(typed: str, meant: str) -> int:
+    """How likely a slip turns `meant` into `typed` (lower: likelier): a doubled letter
+    typed once or twice (0), two neighbours swapped (1), a letter missing or extra (2), a
+    letter changed (3)."""
+    if len(typed) == len(meant):
+        diff = [i for i, (a, b) in enumerate(zip(typed, meant, strict=True)) if a != b]
+        return 1 if len(diff) == 2 and typed[diff[0]] == meant[diff[1]] else 3
+    short, long = sorted((typed, meant), key=len)
+    at = next((i for i, (a, b) in enumerate(zip(short, long, strict=False)) if a != b), len(short))
+    doubled = (at > 0 and long[at] == long[at - 1]) or (
+        at + 1 < len(long) and long[at] == long[at + 1]
+    )
+    return 0 if doubled else 2
+
+
 def _known_word(session: Session, term: Term, locale: str) -> bool:
     return session.get(ArticleWord, (term.word, locale)) is not None
-
-
-def _known_stem(session: Session, term: Term, locale: str) -> bool:
-    found = session.exec(
-        select(ArticleWord.word)
-        .where(ArticleWord.locale == locale, ArticleWord.stem == term.stem)
-        .limit(1)
-    ).first()
-    return found is not None
 
 
 def suggestions_for(
