@@ -59,8 +59,34 @@ class AddressesSection:
     categories: dict[str, str] = field(default_factory=dict)
 
 
+OAUTH_PROVIDERS = ("microsoft", "google", "generic")
+OAUTH_GRANTS = ("refresh_token", "client_credentials")
+
+
 @dataclass(frozen=True)
-class OutboundSection:
+class OAuthKeys:
+    """The `oauth_*` keys shared by `[[imap.mailboxes]]` and `[outbound]` (`auth = "oauth2"`)."""
+
+    oauth_provider: str = ""  # "microsoft", "google" or "generic"
+    oauth_token_url: str = ""  # generic (the presets know theirs)
+    oauth_authorize_url: str = ""  # generic: for `mailgate oauth authorize` (code flow)
+    oauth_device_url: str = ""  # generic: device authorization endpoint, when there is one
+    oauth_client_id: str = ""
+    oauth_client_secret: str = ""
+    oauth_client_secret_file: str = ""
+    oauth_tenant: str = ""  # microsoft: the tenant id or domain
+    oauth_scope: str = ""  # default: the provider's IMAP/SMTP scope
+    oauth_grant: str = "refresh_token"  # or "client_credentials" (app-only access)
+    oauth_refresh_token_file: str = ""  # default: data_dir/oauth/NAME.refresh_token
+    oauth_client_auth: str = "basic"  # client secret sent as HTTP Basic, or "post" (in the form)
+    oauth_sasl: str = "xoauth2"  # or "oauthbearer" (RFC 7628)
+    oauth_redirect_uri: str = "http://localhost:8400/"  # `oauth authorize` listens there
+
+
+@dataclass(frozen=True)
+class OutboundSection(OAuthKeys):
+    auth: str = "none"  # or "oauth2": AUTH XOAUTH2 at the smarthost (then username is required)
+    username: str = ""
     transport: str = "maildir:var/sent"
     from_name: str = "Support"
     max_attempts: int = 12
@@ -115,7 +141,9 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
-class ImapMailbox:
+class ImapMailbox(OAuthKeys):
+    name: str = ""  # `mailgate oauth authorize NAME`; defaults to the username
+    auth: str = "password"  # or "oauth2"
     host: str = ""
     port: int = 993
     security: str = "tls"
@@ -294,6 +322,7 @@ def _validate(cfg: Config) -> None:
     except re.error as exc:
         raise ConfigError(f"portal.customer_id_pattern: {exc}") from None
     _validate_security(cfg)
+    _validate_oauth_section(cfg)
     if not 1 <= cfg.inbound.max_recipients <= 1000:
         raise ConfigError("inbound.max_recipients: expected 1 to 1000 (RFC 5321 asks for 100)")
     if cfg.inbound.max_inflight_bytes < cfg.inbound.max_message_bytes:
@@ -311,10 +340,67 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}.host: host and username are required")
         if box.security not in ("tls", "starttls", "none"):
             raise ConfigError(f"{key}.security: expected tls, starttls or none")
-        if not box.password and not box.password_file:
+        if box.auth not in ("password", "oauth2"):
+            raise ConfigError(f'{key}.auth: expected "password" or "oauth2"')
+        if box.auth == "oauth2":
+            _validate_oauth(key, box)
+        elif not box.password and not box.password_file:
             raise ConfigError(f"{key}.password: set password or password_file")
         if box.address and not ADDR_RE.match(box.address):
             raise ConfigError(f"{key}.address: not an e-mail address")
+
+
+def _validate_oauth_section(cfg: Config) -> None:
+    for i, box in enumerate(cfg.imap.mailboxes):
+        if not re.fullmatch(r"[A-Za-z0-9._@+-]{1,64}", box.name):
+            raise ConfigError(f"imap.mailboxes[{i}].name: letters, digits and ._@+- only")
+    out = cfg.outbound
+    if out.auth not in ("none", "oauth2"):
+        raise ConfigError('outbound.auth: expected "none" or "oauth2"')
+    if out.auth == "oauth2":
+        if not out.transport.startswith("smtp://"):
+            raise ConfigError('outbound.auth: "oauth2" needs an smtp:// transport')
+        if not out.username:
+            raise ConfigError('outbound.username: required with auth = "oauth2"')
+        _validate_oauth("outbound", out)
+
+
+def _validate_oauth(key: str, keys: OAuthKeys) -> None:
+    from urllib.parse import urlsplit
+
+    if keys.oauth_provider not in OAUTH_PROVIDERS:
+        raise ConfigError(f'{key}.oauth_provider: expected "microsoft", "google" or "generic"')
+    if keys.oauth_grant not in OAUTH_GRANTS:
+        raise ConfigError(f'{key}.oauth_grant: expected "refresh_token" or "client_credentials"')
+    if not keys.oauth_client_id:
+        raise ConfigError(f"{key}.oauth_client_id: required")
+    if keys.oauth_client_secret and keys.oauth_client_secret_file:
+        raise ConfigError(f"{key}.oauth_client_secret: set it or oauth_client_secret_file")
+    secret = keys.oauth_client_secret or keys.oauth_client_secret_file
+    if keys.oauth_grant == "client_credentials" and not secret:
+        raise ConfigError(f"{key}.oauth_client_secret: the client credentials grant needs one")
+    if keys.oauth_provider == "microsoft" and not keys.oauth_tenant:
+        raise ConfigError(f"{key}.oauth_tenant: required for microsoft (tenant id or domain)")
+    if keys.oauth_provider == "google" and keys.oauth_grant == "client_credentials":
+        raise ConfigError(
+            f"{key}.oauth_grant: Google offers no client credentials grant for mail; use "
+            '"refresh_token" (obtained once with `mailgate oauth authorize`)'
+        )
+    if keys.oauth_provider == "generic" and not keys.oauth_token_url:
+        raise ConfigError(f"{key}.oauth_token_url: required for a generic provider")
+    if keys.oauth_client_auth not in ("basic", "post"):
+        raise ConfigError(f'{key}.oauth_client_auth: expected "basic" or "post"')
+    if keys.oauth_sasl not in ("xoauth2", "oauthbearer"):
+        raise ConfigError(f'{key}.oauth_sasl: expected "xoauth2" or "oauthbearer"')
+    for name in ("oauth_token_url", "oauth_authorize_url", "oauth_device_url"):
+        value = getattr(keys, name)
+        url = urlsplit(value)
+        loopback = url.hostname in ("127.0.0.1", "localhost", "::1")
+        if value and not (url.scheme == "https" or (url.scheme == "http" and loopback)):
+            raise ConfigError(f"{key}.{name}: expected an https:// URL")
+    redirect = urlsplit(keys.oauth_redirect_uri)
+    if redirect.scheme not in ("http", "https") or not redirect.hostname:
+        raise ConfigError(f"{key}.oauth_redirect_uri: expected an http(s):// URL")
 
 
 def _validate_security(cfg: Config) -> None:
@@ -340,6 +426,27 @@ def _validate_security(cfg: Config) -> None:
             re.compile(pattern)
         except re.error as exc:
             raise ConfigError(f"security.verification_*[{i}]: {exc}") from None
+
+
+_OAuthT = typing.TypeVar("_OAuthT", bound=OAuthKeys)
+
+
+def _oauth_paths(base: Path, data_dir: Path, keys: _OAuthT, name: str) -> _OAuthT:
+    """The mailbox's name (default: its username), its secret and refresh-token files
+    resolved; the refresh token's default place is data_dir/oauth/NAME.refresh_token."""
+    token_file = keys.oauth_refresh_token_file
+    safe = re.sub(r"[^A-Za-z0-9._@+-]", "_", name) or "mailbox"
+    changes: dict[str, Any] = {
+        "oauth_refresh_token_file": str(_resolve(base, token_file))
+        if token_file
+        else str(data_dir / "oauth" / f"{safe}.refresh_token"),
+        "oauth_client_secret_file": str(_resolve(base, keys.oauth_client_secret_file))
+        if keys.oauth_client_secret_file
+        else "",
+    }
+    if isinstance(keys, ImapMailbox):
+        changes["name"] = name
+    return dataclasses.replace(keys, **changes)
 
 
 def load(path: str | Path | None = None, environ: typing.Mapping[str, str] | None = None) -> Config:
@@ -380,10 +487,15 @@ def from_dict(
         categories={k.lower(): v for k, v in addrs.categories.items()},
     )
     boxes = []
-    for box in sections["imap"].mailboxes:
+    named = [box.name for box in sections["imap"].mailboxes if box.name]
+    for i, box in enumerate(sections["imap"].mailboxes):
+        if box.name and named.count(box.name) > 1:  # a default name (the username) may repeat
+            raise ConfigError(f"imap.mailboxes[{i}].name: {box.name!r} is used twice")
         pw_file = str(_resolve(base, box.password_file)) if box.password_file else ""
+        box = _oauth_paths(base, data_dir, box, box.name or box.username)
         boxes.append(dataclasses.replace(box, password_file=pw_file, address=box.address.lower()))
     sections["imap"] = ImapSection(mailboxes=boxes)
+    sections["outbound"] = _oauth_paths(base, data_dir, sections["outbound"], "outbound")
     cfg = Config(path=path, **sections)
     _validate(cfg)
     return cfg
