@@ -222,7 +222,7 @@ def cmd_account_list(args: argparse.Namespace) -> int:
                 "email": a.email,
                 "name": a.name,
                 "role": a.role,
-                "active": a.password_hash is not None,
+                "active": a.password_hash is not None or a.activated_at is not None,
                 "locale": a.locale,
                 "disabled": a.disabled_at is not None,
             }
@@ -287,7 +287,7 @@ def cmd_agent_list(args: argparse.Namespace) -> int:
                 "email": a.email,
                 "name": a.name,
                 "role": a.role,
-                "active": a.password_hash is not None,
+                "active": a.password_hash is not None or a.activated_at is not None,
                 "locale": a.locale,
                 "disabled": a.disabled_at is not None,
                 "disabled_at": iso(a.disabled_at),
@@ -563,6 +563,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from mailgate.adapters.imap import mailbox_key
 
     checks += [(f"imap {mailbox_key(box)}", _imap_check(app, box)) for box in cfg.imap.mailboxes]
+    # [[auth.oidc]]: each provider's discovery document and keys (issue 14).
+    oidc = app.portal.oidc.providers.values() if app.portal.oidc is not None else ()
+    checks += [(f"oidc {p.name}", _oidc_check(p.client)) for p in oidc]
     for name, check in checks:
         try:
             print(f"ok   {name} {check()}")
@@ -605,6 +608,12 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"refused {report.refused}, failed {report.failed}, of {report.total} messages"
         )
     return EX_OK
+
+
+def _oidc_check(client: Any) -> Any:
+    import asyncio
+
+    return lambda: asyncio.run(client.check())
 
 
 def _imap_check(app: Any, box: Any) -> Any:

@@ -162,6 +162,32 @@ class ImapSection:
     mailboxes: list[ImapMailbox] = field(default_factory=list)
 
 
+GOOGLE_ISSUER = "https://accounts.google.com"
+OIDC_USERS = ("customers", "agents")
+
+
+@dataclass(frozen=True)
+class OidcProvider:
+    """One `[[auth.oidc]]` provider: "Sign in with ..." (OpenID Connect, issue 14)."""
+
+    name: str = ""  # in URLs: /auth/NAME/login; "google" presets the issuer
+    label: str = ""  # the button's text; default: the name, capitalised
+    issuer: str = ""  # discovery at ISSUER/.well-known/openid-configuration
+    client_id: str = ""
+    client_secret: str = ""
+    client_secret_file: str = ""
+    scopes: list[str] = field(default_factory=lambda: ["openid", "email", "profile"])
+    allowed_domains: list[str] = field(default_factory=list)  # [] = any verified address
+    users: list[str] = field(default_factory=lambda: list(OIDC_USERS))
+    timeout_seconds: float = 10.0  # each call to the provider (discovery, keys, token)
+
+
+@dataclass(frozen=True)
+class AuthSection:
+    agents_password: bool = True  # false: agents sign in through a provider only
+    oidc: list[OidcProvider] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -175,6 +201,7 @@ class Config:
     security: SecuritySection
     metrics: MetricsSection
     imap: ImapSection
+    auth: AuthSection = field(default_factory=AuthSection)
     helpcentre: HelpCentreSection = field(default_factory=HelpCentreSection)
 
     @property
@@ -202,6 +229,7 @@ _SECTIONS: dict[str, type] = {
     "security": SecuritySection,
     "metrics": MetricsSection,
     "imap": ImapSection,
+    "auth": AuthSection,
     "helpcentre": HelpCentreSection,
 }
 
@@ -322,6 +350,7 @@ def _validate(cfg: Config) -> None:
     except re.error as exc:
         raise ConfigError(f"portal.customer_id_pattern: {exc}") from None
     _validate_security(cfg)
+    _validate_auth(cfg)
     _validate_oauth_section(cfg)
     if not 1 <= cfg.inbound.max_recipients <= 1000:
         raise ConfigError("inbound.max_recipients: expected 1 to 1000 (RFC 5321 asks for 100)")
@@ -449,6 +478,65 @@ def _oauth_paths(base: Path, data_dir: Path, keys: _OAuthT, name: str) -> _OAuth
     return dataclasses.replace(keys, **changes)
 
 
+OIDC_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+DOMAIN_RE = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _validate_auth(cfg: Config) -> None:
+    from urllib.parse import urlsplit
+
+    names: set[str] = set()
+    for i, p in enumerate(cfg.auth.oidc):
+        key = f"auth.oidc[{i}]"
+        if not OIDC_NAME_RE.match(p.name):
+            raise ConfigError(f"{key}.name: expected lowercase letters, digits and '-'")
+        if p.name in names:
+            raise ConfigError(f"{key}.name: {p.name!r} is used twice")
+        names.add(p.name)
+        url = urlsplit(p.issuer)
+        loopback = url.hostname in LOOPBACK_HOSTS  # a provider on this machine (tests)
+        if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and loopback)):
+            raise ConfigError(f"{key}.issuer: expected an https:// URL")
+        if not p.client_id:
+            raise ConfigError(f"{key}.client_id: required")
+        if bool(p.client_secret) == bool(p.client_secret_file):
+            raise ConfigError(f"{key}.client_secret: set client_secret or client_secret_file")
+        if "openid" not in p.scopes:
+            raise ConfigError(f'{key}.scopes: must include "openid"')
+        for domain in p.allowed_domains:
+            if not DOMAIN_RE.match(domain):
+                raise ConfigError(f"{key}.allowed_domains: {domain!r} is not a domain name")
+        if not p.users or any(u not in OIDC_USERS for u in p.users):
+            raise ConfigError(f'{key}.users: expected a list of "customers" and "agents"')
+        if not 0 < p.timeout_seconds <= 60:
+            raise ConfigError(f"{key}.timeout_seconds: expected more than 0, at most 60")
+    if not cfg.auth.agents_password and not any("agents" in p.users for p in cfg.auth.oidc):
+        raise ConfigError(
+            "auth.agents_password: false needs an [[auth.oidc]] provider whose users include "
+            '"agents", or no agent could sign in'
+        )
+
+
+def _oidc_providers(base: Path, providers: list[OidcProvider]) -> list[OidcProvider]:
+    """The Google preset (issuer, label), default labels, secret files resolved."""
+    out = []
+    for p in providers:
+        issuer = p.issuer or (GOOGLE_ISSUER if p.name == "google" else "")
+        out.append(
+            dataclasses.replace(
+                p,
+                issuer=issuer.rstrip("/"),
+                label=p.label or ("Google" if p.name == "google" else p.name.capitalize()),
+                client_secret_file=str(_resolve(base, p.client_secret_file))
+                if p.client_secret_file
+                else "",
+                allowed_domains=[d.lower().lstrip("@") for d in p.allowed_domains],
+            )
+        )
+    return out
+
+
 def load(path: str | Path | None = None, environ: typing.Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     chosen = Path(path or env.get("MAILGATE_CONFIG") or DEFAULT_CONFIG)
@@ -495,6 +583,8 @@ def from_dict(
         box = _oauth_paths(base, data_dir, box, box.name or box.username)
         boxes.append(dataclasses.replace(box, password_file=pw_file, address=box.address.lower()))
     sections["imap"] = ImapSection(mailboxes=boxes)
+    auth: AuthSection = sections["auth"]
+    sections["auth"] = dataclasses.replace(auth, oidc=_oidc_providers(base, auth.oidc))
     sections["outbound"] = _oauth_paths(base, data_dir, sections["outbound"], "outbound")
     cfg = Config(path=path, **sections)
     _validate(cfg)

@@ -18,11 +18,13 @@ from typing import Any
 from sqlmodel import Session
 
 from mailgate import logs
+from mailgate.core.enums import Role
 from mailgate.core.tokens import ACTIVATE, RESET
 from mailgate.services import ratelimit as rl
 from mailgate.services.accounts import Accounts, normalise_email
 from mailgate.services.captcha import Captcha
 from mailgate.services.helpcentre import HelpServices
+from mailgate.services.oidc import OidcSignIn
 from mailgate.services.portal_tickets import PortalTickets
 from mailgate.services.ratelimit import RateLimiter, Verdict
 from mailgate.services.websessions import SignedIn, WebSessions
@@ -80,6 +82,7 @@ class PortalAccounts:
         sessions: WebSessions,
         limiter: RateLimiter,
         captcha: Captcha,
+        agents_password: bool = True,  # [auth] agents_password: false = providers only
     ) -> None:
         self.db = db
         self.write = write
@@ -87,6 +90,7 @@ class PortalAccounts:
         self.sessions = sessions
         self.limiter = limiter
         self.captcha = captcha
+        self.agents_password = agents_password
 
     def now(self) -> datetime:
         """The service's clock (pages count Retry-After from it)."""
@@ -118,6 +122,11 @@ class PortalAccounts:
         if account.disabled_at is not None:  # `mailgate agent remove`: the same answer
             logs.info("portal.signin_disabled", account=account.id)
             return Outcome("bad_credentials")
+        if account.role == Role.AGENT and not self.agents_password:
+            # [auth] agents_password = false: agents sign in through a provider (issue 14);
+            # said only to someone who knows the password.
+            logs.info("portal.signin_provider_required", account=account.id)
+            return Outcome("provider_required")
         account_id = account.id or 0
 
         def succeeded(session: Session) -> str:
@@ -296,3 +305,4 @@ class Portal:
     tickets: PortalTickets
     captcha: Captcha
     help: HelpServices | None = None  # the help centre (issue 13): articles, search
+    oidc: OidcSignIn | None = None  # sign-in with OpenID Connect providers (issue 14)

@@ -82,8 +82,8 @@ class WebSessions:
         if row is None or as_utc(row.expires_at) <= self.clock.now():
             return None
         account = session.get(Account, row.account_id)
-        if account is None or account.password_hash is None:
-            return None
+        if account is None or (account.password_hash is None and account.activated_at is None):
+            return None  # never activated (a password, or a provider sign-in, activates)
         return SignedIn(
             account_id=account.id or 0,
             email=account.email,

@@ -241,3 +241,32 @@ class ImapCursor(SQLModel, table=True):
     mailbox: str = Field(primary_key=True, max_length=400)  # user@host:port/folder
     uidvalidity: int = 0
     last_uid: int = 0
+
+
+class OidcIdentity(SQLModel, table=True):
+    """An account at an OpenID Connect provider linked to a mailgate account (migration 0009):
+    once linked, that provider's subject signs in to this account, whatever address the
+    provider gives later."""
+
+    __table_args__ = (UniqueConstraint("provider", "subject"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    provider: str = Field(max_length=32)  # [[auth.oidc]] name
+    subject: str = Field(max_length=255)  # the ID token's `sub`
+    email: str = Field(default="", max_length=320)  # the address it had when last used
+    created_at: datetime = Field(sa_column=_ts())
+    last_used_at: datetime = Field(sa_column=_ts())
+
+
+class OidcLogin(SQLModel, table=True):
+    """A provider sign-in under way (migration 0009): what the callback must match. Deleted
+    by the callback that uses it (single use) and worthless after `expires_at`."""
+
+    state_hash: str = Field(primary_key=True, max_length=64)  # sha256 of `state`
+    provider: str = Field(max_length=32)
+    browser_hash: str = Field(max_length=64)  # sha256 of the browser's flow cookie
+    nonce: str = Field(max_length=64)
+    code_verifier: str = Field(max_length=128)  # PKCE
+    next_path: str = Field(default="", max_length=500)
+    created_at: datetime = Field(sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts(index=True))

@@ -55,6 +55,8 @@ async def login(v: Visit, form: FormData) -> Response:
         until = v.time(outcome.retry_at) if outcome.retry_at else "?"
         response = _login(v, 429, email, v.t("login.limited", time=until))
         return _retry_after(response, v, outcome.retry_at)
+    if outcome.status == "provider_required":  # [auth] agents_password = false (issue 14)
+        return _login(v, 403, email, v.t("oidc.agents_provider_only"))
     if not outcome.ok or outcome.cookie is None:
         return _login(v, 401, email, v.t("login.failed"))
     target = safe_next(text(form, "next")) or "/tickets"
