@@ -21,7 +21,7 @@ from mailgate.adapters.file_links import file_link_routes
 from mailgate.adapters.health import health_routes
 from mailgate.adapters.httpserver import HttpServer
 from mailgate.adapters.imap import ImapPoller
-from mailgate.adapters.oauth_tokens import mailbox_tokens
+from mailgate.adapters.oauth_tokens import mailbox_tokens, outbound_tokens
 from mailgate.adapters.oidc_client import OidcClient, read_secret
 from mailgate.adapters.parsing import ParseWorkers
 from mailgate.adapters.portal import PortalSettings, create_app
@@ -157,7 +157,10 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
     health = HealthProbe(db, clock)
     metrics.read_figures(lambda: {**health.figures(), **counter_figures(db)})
     transport = transport or make_transport(
-        config.outbound.transport, config.mailgate.hostname, config.outbound.connections
+        config.outbound.transport,
+        config.mailgate.hostname,
+        config.outbound.connections,
+        tokens=outbound_tokens(config.outbound),
     )
     jobs = Jobs(
         db, conversations, config.tickets.auto_resolve_after_days, config.tickets.close_after_days

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlparse
 
 from mailgate.services.outbox import Transport, TransportPermError, TransportTempError
@@ -189,6 +190,49 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 _LOCAL = ("127.0.0.1", "localhost", "::1")
 
 
+class BearerTokens(Protocol):
+    """OAuth2 access tokens for `[outbound] auth = "oauth2"` (adapters/oauth_tokens.py, passed
+    in by the composition root); `access_token()` raises when the endpoint gives none."""
+
+    @property
+    def username(self) -> str: ...
+    @property
+    def mechanism(self) -> str: ...
+    def access_token(self) -> str: ...
+    def invalidate(self) -> None: ...
+
+
+def sasl_bearer(mechanism: str, user: str, token: str) -> str:
+    """The client's first message: XOAUTH2 (Google, Microsoft) or OAUTHBEARER (RFC 7628)."""
+    if mechanism == "oauthbearer":
+        return f"n,a={user},\x01auth=Bearer {token}\x01\x01"
+    return f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+
+def oauth_authenticate(s: smtplib.SMTP, tokens: BearerTokens, where: str) -> None:
+    """AUTH XOAUTH2 (or OAUTHBEARER) with the token in hand, and once more with a new one when
+    the smarthost refuses it; then TransportTempError: the mail waits, it is never lost."""
+    name = tokens.mechanism.upper()
+    for attempt in (1, 2):
+        try:
+            token = tokens.access_token()
+        except Exception as exc:  # TokenError: no token, the endpoint said why
+            raise TransportTempError(f"{where}: no OAuth2 token: {exc}") from None
+        first = sasl_bearer(tokens.mechanism, tokens.username, token)
+        try:
+            # On a refusal the server sends a 334 with an error; the answer is empty.
+            s.auth(name, lambda challenge=None: "" if challenge else first)  # noqa: B023
+            return
+        except smtplib.SMTPAuthenticationError as exc:
+            tokens.invalidate()
+            if attempt == 2:
+                raise TransportTempError(
+                    f"{where}: the smarthost refused the OAuth2 token: {_reply(exc)}"
+                ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransportTempError(f"{where}: AUTH {name}: {exc}") from exc
+
+
 # The replies that let a transaction go on: to MAIL, to RCPT, to DATA.
 _GOOD = ((250,), (250, 251), (354,))
 
@@ -209,8 +253,11 @@ class _Session:
     transaction state (RFC 5321 4.1.1.4). RSET follows a refused MAIL, RCPT or DATA, and a
     421 (the server is closing the channel) drops the connection."""
 
-    def __init__(self, host: str, port: int, helo: str, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, helo: str, timeout: float, tokens: BearerTokens | None = None
+    ) -> None:
         self.host, self.port, self.helo, self.timeout = host, port, helo, timeout
+        self.tokens = tokens
         self.smtp: smtplib.SMTP | None = None
         self.last_used = 0.0
 
@@ -221,6 +268,12 @@ class _Session:
             if s.has_extn("starttls") and self.host not in _LOCAL:
                 s.starttls()
                 s.ehlo()
+            if self.tokens is not None:
+                try:
+                    oauth_authenticate(s, self.tokens, f"smtp {self.host}:{self.port}")
+                except TransportTempError:
+                    s.close()
+                    raise
         except smtplib.SMTPResponseException as exc:
             raise TransportTempError(f"smtp {self.host}:{self.port}: {_reply(exc)}") from exc
         except (OSError, smtplib.SMTPException) as exc:
@@ -333,13 +386,17 @@ class SmtpTransport:
         timeout: float = 30.0,
         connections: int = 2,
         idle_seconds: float = 10.0,
+        tokens: BearerTokens | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.helo = helo
         self.timeout = timeout
         self.idle_seconds = idle_seconds
-        self._sessions = [_Session(host, port, helo, timeout) for _ in range(max(1, connections))]
+        self.tokens = tokens
+        self._sessions = [
+            _Session(host, port, helo, timeout, tokens) for _ in range(max(1, connections))
+        ]
         self._workers = _Workers(len(self._sessions), "smtp-out")
         self._lock = threading.Lock()  # one batch at a time uses the sessions
 
@@ -386,9 +443,18 @@ class SmtpTransport:
     def check(self) -> str:
         try:
             with smtplib.SMTP(self.host, self.port, local_hostname=self.helo, timeout=10) as s:
+                if self.tokens is not None:
+                    s.ehlo()
+                    if s.has_extn("starttls") and self.host not in _LOCAL:
+                        s.starttls()
+                        s.ehlo()
+                    oauth_authenticate(s, self.tokens, f"smtp {self.host}:{self.port}")
                 code, _ = s.noop()
         except (OSError, smtplib.SMTPException) as exc:
             raise TransportTempError(f"smtp {self.host}:{self.port}: {exc}") from exc
+        if self.tokens is not None:
+            how = self.tokens.mechanism.upper()
+            return f"smarthost {self.host}:{self.port} accepted the OAuth2 token ({how})"
         return f"smarthost {self.host}:{self.port} answered {code}"
 
 
@@ -405,11 +471,18 @@ def _attempt_for(code: int, text: bytes | str) -> Attempt:
     return Attempt(Delivery.TEMPORARY, f"{code} {message}")
 
 
-def make_transport(spec: str, helo: str, connections: int = 2) -> Transport:
-    """`connections`: SMTP connections kept to the smarthost, or maildir files written at once."""
+def make_transport(
+    spec: str, helo: str, connections: int = 2, tokens: BearerTokens | None = None
+) -> Transport:
+    """`connections`: SMTP connections kept to the smarthost, or maildir files written at once;
+    `tokens`: OAuth2 for the smarthost (`[outbound] auth = "oauth2"`)."""
     if spec.startswith("maildir:"):
         return MaildirTransport(Path(spec[len("maildir:") :]), writers=connections)
     parsed = urlparse(spec)
     return SmtpTransport(
-        parsed.hostname or "127.0.0.1", parsed.port or 25, helo, connections=connections
+        parsed.hostname or "127.0.0.1",
+        parsed.port or 25,
+        helo,
+        connections=connections,
+        tokens=tokens,
     )

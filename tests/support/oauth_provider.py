@@ -250,7 +250,7 @@ class XOAuth2Sink(SmtpSink):
         try:
             text = base64.b64decode(blob, validate=True).decode()
         except ValueError:
-            return AuthResult(success=False)
+            return AuthResult(success=False, handled=False)
         result = server._authenticate("XOAUTH2", text)
         if not result.success:
             # RFC-less but what Google and Microsoft do: a 334 with an error, then 535.
@@ -266,7 +266,7 @@ class XOAuth2Sink(SmtpSink):
             self.accepted.append(match.group(1))
             return AuthResult(success=True, auth_data=match.group(1))
         self.refused += 1
-        return AuthResult(success=False)
+        return AuthResult(success=False, handled=False)  # smtp_AUTH answers 535
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if not session.authenticated:
