@@ -618,12 +618,14 @@ def _oidc_check(client: Any) -> Any:
 
 def _imap_check(app: Any, box: Any) -> Any:
     from mailgate.adapters.imap import check_mailbox
+    from mailgate.adapters.oauth_tokens import mailbox_tokens
 
     def check() -> str:
         address = box.address or app.config.support_address
         if app.ingestor.addresses.resolve(address) is None:
             raise ValueError(f"address {address} is not one of ours ([addresses])")
-        return check_mailbox(box)
+        # OAuth2: a token first (TokenError: what the endpoint said), then the login with it.
+        return check_mailbox(box, mailbox_tokens(box))
 
     return check
 
@@ -748,6 +750,9 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
     from mailgate import cli_articles  # help-centre articles (issue 13)
 
     cli_articles.register(sub, add, JSON_HELP)
+    from mailgate import cli_oauth  # OAuth2 mailboxes and smarthost (issue 16)
+
+    cli_oauth.register(sub, add)
     return p
 
 
