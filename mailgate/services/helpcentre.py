@@ -18,6 +18,7 @@ from mailgate.services.helpcentre_search import (
     HelpCentre,
     bump,
 )
+from mailgate.services.portal_views import own_ticket
 from mailgate.services.tickets import Conversations
 from mailgate.services.writer import Writer
 from mailgate.store.db import Database
@@ -28,10 +29,18 @@ class TicketSolver:
     """A customer marks their own ticket solved. Someone else's ticket, a deleted one, or one
     already solved or closed: nothing changes (the caller answers 404 or shows the ticket)."""
 
-    def __init__(self, write: Writer, conversations: Conversations, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, write: Writer, conversations: Conversations, clock: Clock
+    ) -> None:
+        self.db = db
         self.write = write
         self.conversations = conversations
         self.clock = clock
+
+    def may_solve(self, account_id: int, ticket_id: int) -> bool:
+        """Whether the page asking "is your question answered?" may show: their own ticket."""
+        with self.db.read() as session:
+            return own_ticket(session, account_id, ticket_id) is not None
 
     def solve(self, account_id: int, ticket_id: int, article_slug: str | None = None) -> str:
         """ "solved", "already" (solved or closed) or "not_found"."""
@@ -82,5 +91,5 @@ def build_help(
     return HelpServices(
         articles=Articles(db, write, clock),
         search=HelpCentre(db, write, clock),
-        solver=TicketSolver(write, conversations, clock),
+        solver=TicketSolver(db, write, conversations, clock),
     )

@@ -158,9 +158,12 @@ async def suggest(request: Request) -> Response:
 
 
 async def solve_page(v: Visit) -> Response:
+    assert v.who is not None
     ticket_id = path_id(v, "ticket_id")
     if ticket_id is None:
         return not_found(v)
+    if not await run_in_threadpool(_help(v).solver.may_solve, v.who.account_id, ticket_id):
+        return not_found(v)  # not theirs, deleted, or no such ticket: the same answer
     return v.render("help/solve.html", ticket_id=ticket_id, q="")
 
 
