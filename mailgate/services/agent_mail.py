@@ -96,6 +96,8 @@ class AgentDesk:
             else (parsed.body.strip())
         )
         if errors:
+            # Nothing applied: the note keeps every word the agent wrote, commands included
+            # ("#note call back tomorrow" on one line is an error, not lost text).
             msg = self.conv.store_message(
                 session,
                 ticket,
@@ -103,7 +105,7 @@ class AgentDesk:
                 author=agent,
                 role=Role.AGENT,
                 internal=True,
-                body_text=body,
+                body_text=strip_quotes(incoming.text, fallback=False).strip(),
                 matched_by=matched_by,
             )
             logs.warning(

@@ -98,7 +98,16 @@ def test_a_bad_command_applies_nothing_and_tells_the_agent(desk: ServiceDesk) ->
     assert ticket["status"] == "new" and ticket["category"] is None
     assert ticket["assignee"] is None
     assert ticket["messages"][1]["internal"] is True
+    assert ticket["messages"][1]["body_text"] == text  # every word kept, commands included
     assert desk.outbox(opened.id, "agent_reply") == []
+
+
+def test_a_note_with_its_text_on_the_command_line_keeps_the_text(desk: ServiceDesk) -> None:
+    opened, notification = staffed_ticket(desk)
+    agent_mail(desk, notification, "#note rappeler le client demain")
+    desk.wait_mail("command_error", AGENT, ticket=opened.id)
+    note = desk.ticket(opened.id)["messages"][1]
+    assert (note["internal"], note["body_text"]) == (True, "#note rappeler le client demain")
 
 
 def test_assign_and_category_commands(desk: ServiceDesk) -> None:
