@@ -8,7 +8,7 @@ one rule for both, the same TicketEvents, the same `agent_reply` mail to the cus
 
 The role is checked again inside every transaction: the adapter's choice of page is a
 convenience, never the access rule. What the queue and the page show is read by
-services/portal_views.py (`queue`, `agent_ticket`).
+services/agent_views.py (`queue`, `agent_ticket`).
 """
 
 from __future__ import annotations
@@ -22,16 +22,12 @@ from sqlmodel import Session, col, select
 from mailgate import logs
 from mailgate.core.commands import STATUS_VALUES, Command, ParsedCommands, parse_commands
 from mailgate.core.enums import Role
-from mailgate.services import portal_views as views
+from mailgate.services import agent_views as views
 from mailgate.services.accounts import normalise_email
+from mailgate.services.agent_views import AgentTicketView, Queue, QueueFilter
 from mailgate.services.incoming import NewAttachment
 from mailgate.services.portal_tickets import TEXT_MAX, PortalTickets, Submitted
-from mailgate.services.portal_views import (
-    AgentTicketView,
-    AttachmentView,
-    Queue,
-    QueueFilter,
-)
+from mailgate.services.portal_views import AttachmentView, attachment_view
 from mailgate.store.models import Account, Attachment, Message, Ticket
 
 
@@ -170,7 +166,7 @@ class PortalAgent:
         blobs = self.tickets.blobs
         if row is None or not blobs.exists(row.sha256):
             return None
-        return views.attachment_view(row), blobs.path(row.sha256)
+        return attachment_view(row), blobs.path(row.sha256)
 
     # -- acting --------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import pytest
 from sqlmodel import col, select
 
 from mailgate.clock import FixedClock
-from mailgate.services.portal_views import QUEUE_PER_PAGE, SEARCH_CAP
+from mailgate.services.agent_views import QUEUE_PER_PAGE, SEARCH_CAP
 from mailgate.store.models import (
     Account,
     Attachment,

@@ -25,10 +25,10 @@ from mailgate.adapters.portal.web import (
 )
 from mailgate.core.commands import STATUS_VALUES
 from mailgate.core.lifecycle import STATUSES
+from mailgate.services.agent_views import ASSIGNEE_FILTERS, SEARCH_CAP, SEARCH_MAX, QueueFilter
 from mailgate.services.keyset import BadCursor
 from mailgate.services.portal_agent import AgentAction
 from mailgate.services.portal_tickets import OTHER, Submitted
-from mailgate.services.portal_views import ASSIGNEE_FILTERS, SEARCH_CAP, SEARCH_MAX, QueueFilter
 
 CATEGORY_PARAM_MAX = 100
 
