@@ -192,6 +192,13 @@ def test_new_ticket_form_follows_the_configuration(helpdesk: Desk, web: Web):
     assert 'enctype="multipart/form-data"' in page and 'name="attachments"' in page
 
 
+def test_the_words_searched_first_start_the_subject(helpdesk: Desk, web: Web):
+    customer_with_ticket(helpdesk, web)
+    page = web.get("/tickets/new", params={"subject": 'mot de  passe "<b>\r\nperdu'}).text
+    assert 'name="subject" value="mot de passe &#34;&lt;b&gt; perdu"' in page
+    assert 'name="subject" value=""' in web.get("/tickets/new").text
+
+
 def test_new_ticket_validation(portal: Mailgate, helpdesk: Desk, web: Web):
     customer_with_ticket(helpdesk, web)
     bad = web.submit(

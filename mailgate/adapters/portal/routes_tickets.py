@@ -27,6 +27,8 @@ from mailgate.core.lifecycle import STATUSES
 from mailgate.services.keyset import BadCursor
 from mailgate.services.portal_tickets import OTHER, Submitted, TicketForm
 
+SUBJECT_PREFILL = 200
+
 
 async def tickets(v: Visit) -> Response:
     """My activities; for an agent, the queue."""
@@ -134,7 +136,10 @@ def _new_form(v: Visit, status: int, values: TicketForm, errors: tuple[str, ...]
 
 
 async def new_ticket_page(v: Visit) -> Response:
-    return _new_form(v, 200, TicketForm("", "", "", ""), ())
+    # "Continue to the request form" from the help centre's search-first step carries the
+    # words searched: they start the subject (one line, cut to the field's size).
+    subject = " ".join(v.request.query_params.get("subject", "").split())[:SUBJECT_PREFILL]
+    return _new_form(v, 200, TicketForm("", subject, "", ""), ())
 
 
 async def new_ticket(v: Visit, form: FormData) -> Response:
