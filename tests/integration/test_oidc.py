@@ -398,6 +398,7 @@ def test_account_page_lists_and_unlinks_while_another_way_in_remains(
 ) -> None:
     mock.user("lina-1", "lina@client.example")
     assert mock_sign_in(web, mock, "lina-1").status_code == 303
+    assert 'href="/account/sign-in"' in web.get("/tickets").text  # the name in the header
     page = web.get("/account/sign-in")
     assert page.status_code == 200
     assert "Corp SSO : lina@client.example" in page.text
