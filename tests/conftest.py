@@ -48,6 +48,28 @@ def _pg_drop(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With PostgreSQL available, every unit and service-tier test runs on both databases, and
+    so do the socket-level modules marked `postgres` (where the engine shows: durability,
+    concurrency, dedupe, caps, pagination, search, imports). The other socket-level and
+    browser tests exercise protocols and pages the database does not change: on SQLite only,
+    which keeps the suite under 10 minutes on 2 cores."""
+    if not PG_URL:
+        return
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_pg = params is not None and "postgresql" in params.params.values()
+        socket_level = item.nodeid.startswith(("tests/integration/", "tests/e2e/"))
+        if on_pg and socket_level and item.get_closest_marker("postgres") is None:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(params=DB_KINDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":

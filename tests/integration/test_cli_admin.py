@@ -33,6 +33,8 @@ from tests.conftest import make_mail
 from tests.support.mailflow import mail_bytes, run_cli
 from tests.support.peers import ROOT
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 EX_USAGE, EX_SIGPIPE = 64, 141
 BASE_URL = "http://127.0.0.1:8025"  # write_config's [portal] base_url without a portal
 ALICE, BOB = "alice@example.com", "bob@example.com"

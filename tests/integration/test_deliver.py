@@ -145,6 +145,8 @@ NOT_FOR_DELIVER = {"starlette", "uvicorn", "alembic", "aiosmtpd", "imapclient"}
 # Runs `python -m mailgate ARGS...` and writes the modules it loaded to the file named first.
 RECORD_MODULES = """
 import atexit, json, runpy, sys
+
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
 out = sys.argv.pop(1)
 atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
 runpy.run_module("mailgate", run_name="__main__", alter_sys=True)

@@ -39,6 +39,8 @@ from tests.support.mailflow import (
 )
 from tests.support.peers import ROOT, Mailgate, SmtpSink, wait_until, write_config
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 SUPPORT = "support@example.com"
 INTERNALS = re.compile(
     r"error|traceback|exception|sqlite|psycopg|locked|lock|integrity|operational|injected|"

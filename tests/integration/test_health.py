@@ -18,6 +18,8 @@ from mailgate.clock import FixedClock
 from tests.conftest import make_mail, send
 from tests.support.peers import Mailgate, SmtpSink, _LoopThread, wait_until, write_config
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 
 @pytest.fixture
 def config_extra() -> str:

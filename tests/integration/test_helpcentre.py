@@ -23,6 +23,8 @@ from tests.support.conversation import AGENT, AGENT_NAME, CUSTOMER, Desk, addr
 from tests.support.peers import Mailgate, SmtpSink
 from tests.support.portal_web import PASSWORD, Web, customer_with_ticket, hidden_fields
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 pytest_plugins = ["tests.support.portal"]
 
 ARTICLES = Path(__file__).resolve().parent.parent / "data" / "helpcentre"

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mailgate.clock import FixedClock
 from mailgate.services.outbound_limits import not_sent
 from mailgate.store.models import Outbox, Ticket
 from tests.conftest import make_mail, send
 from tests.support.hygiene import automatic_rows, count, wait_drained
 from tests.support.peers import Mailgate, SmtpSink
+
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
 
 FLOODER = "robot@client.example"
 

@@ -16,6 +16,7 @@ import threading
 import uuid
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
@@ -24,6 +25,8 @@ from mailgate.store.models import Message, Outbox, Receipt, Ticket
 from tests.conftest import make_mail
 from tests.support.hygiene import SUPPORT, count, crlf, rows, set_inbound
 from tests.support.peers import ROOT, SmtpSink, free_port, wait_until, write_config
+
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
 
 MESSAGES = 500
 CLIENTS = 4

@@ -21,6 +21,8 @@ from mailgate.store.models import Outbox, Quarantine
 from tests.conftest import make_mail
 from tests.support.peers import ROOT
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 QUESTION = "<q1@client.example>"
 
 

@@ -11,6 +11,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlmodel import select
 
 from mailgate.core.tokens import ACTIVATE, LinkTokens
@@ -27,6 +28,8 @@ from tests.support.mailflow import (
     smtp_transaction,
 )
 from tests.support.peers import Mailgate, SmtpSink, wait_until
+
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
 
 SUPPORT = "support@example.com"
 JEAN = "jean@client.example"

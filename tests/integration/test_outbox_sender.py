@@ -28,6 +28,8 @@ from tests.conftest import make_mail, send
 from tests.support.mailflow import crlf, mail_bytes, outbox_rows, run_cli
 from tests.support.peers import Mailgate, SmtpSink
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 SUPPORT = "support@example.com"
 JEAN = "jean@client.example"
 DATA = Path(__file__).resolve().parents[1] / "data" / "inbound"

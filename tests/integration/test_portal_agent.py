@@ -38,6 +38,8 @@ from tests.support.portal_web import (
     path_of,
 )
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 pytest_plugins = ["tests.support.portal"]
 
 JEAN = addr(CUSTOMER)

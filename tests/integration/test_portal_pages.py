@@ -23,6 +23,8 @@ from tests.support.conversation import CUSTOMER, Desk, addr
 from tests.support.peers import Mailgate
 from tests.support.portal_web import Web, customer_with_ticket
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 pytest_plugins = ["tests.support.portal"]
 
 OTHER = "Marie Curie <marie@autre.example>"

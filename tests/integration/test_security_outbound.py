@@ -28,6 +28,8 @@ from tests.conftest import make_mail, send
 from tests.support.hygiene import count, crlf, kind_of, outbox_to, rows, smtp_data
 from tests.support.peers import Mailgate, Received, SmtpSink, wait_until
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 MTA = "mx.example.com"
 PASS = f"{MTA}; spf=pass smtp.mailfrom=client.example; dmarc=pass header.from=client.example"
 AGENTS = ("alice@helpdesk.example", "bob@helpdesk.example")

@@ -38,6 +38,8 @@ PEER = r"""
 import asyncio, os, re, sys
 from aiosmtpd.smtp import SMTP
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 record = open(sys.argv[1], "a", buffering=1)
 port, die_after, refused, pipelining = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 
