@@ -30,6 +30,8 @@ from tests.support.mailflow import (
 )
 from tests.support.peers import free_port
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 EX_OK, EX_DATAERR, EX_TEMPFAIL = 0, 65, 75
 DATA = Path(__file__).resolve().parents[1] / "data" / "inbound"
 
@@ -145,8 +147,6 @@ NOT_FOR_DELIVER = {"starlette", "uvicorn", "alembic", "aiosmtpd", "imapclient"}
 # Runs `python -m mailgate ARGS...` and writes the modules it loaded to the file named first.
 RECORD_MODULES = """
 import atexit, json, runpy, sys
-
-pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
 out = sys.argv.pop(1)
 atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
 runpy.run_module("mailgate", run_name="__main__", alter_sys=True)

@@ -28,6 +28,8 @@ from tests.conftest import make_mail
 from tests.support.mailflow import mail_bytes, outbox_rows
 from tests.support.peers import SmtpSink, write_config
 
+pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+
 SUPPORT = "support@example.com"
 
 # A real SMTP server (aiosmtpd) in a process of its own. It appends one line per event to a
@@ -37,8 +39,6 @@ SUPPORT = "support@example.com"
 PEER = r"""
 import asyncio, os, re, sys
 from aiosmtpd.smtp import SMTP
-
-pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
 
 record = open(sys.argv[1], "a", buffering=1)
 port, die_after, refused, pipelining = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
