@@ -6,6 +6,7 @@ too, and pays for every import here on every mail (issue 11): keep this module l
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -101,11 +102,28 @@ def suggestions_for(
     ]
 
 
-def suggester(db: Any, url: Callable[[str], str]) -> Callable[..., list[dict[str, str]]]:
+def suggester(
+    db: Any, url: Callable[[str], str], recheck_seconds: float = 30.0
+) -> Callable[..., list[dict[str, str]]]:
     """suggestions_for in a read transaction of its own: what the sender calls when it
-    assembles a confirmation (services/assemble.py)."""
+    assembles a confirmation (services/assemble.py). Whether any article is published at all
+    is checked once per `recheck_seconds`: without one, the typo correction of every word of
+    every subject would cost the sender more than the mail itself."""
+    checked = {"at": -recheck_seconds, "any": True}
+
+    def any_published() -> bool:
+        now = time.monotonic()
+        if now - checked["at"] >= recheck_seconds:
+            with db.read() as session:
+                found = session.exec(
+                    select(Article.id).where(Article.status == "published").limit(1)
+                ).first()
+            checked.update(at=now, any=found is not None)
+        return bool(checked["any"])
 
     def suggest(*, ticket_id: int, subject: str, locale: str, limit: int) -> list[dict[str, str]]:
+        if limit <= 0 or not any_published():
+            return []
         with db.read() as session:
             return suggestions_for(session, ticket_id, subject, locale, limit, url)
 
