@@ -25,19 +25,15 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import httpx
-
 from mailgate import config as config_mod
-from mailgate.adapters.oauth_tokens import (
-    OAuthSettings,
-    OAuthTokens,
-    TokenError,
-    token_request,
-    write_refresh_token,
-)
+
+if TYPE_CHECKING:  # imported where used: every CLI call registers this command (issue 11)
+    import httpx
+
+    from mailgate.adapters.oauth_tokens import OAuthSettings
 
 EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 69, 75, 78
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -61,6 +57,11 @@ def register(sub: Any, add: Any) -> None:
 
 
 def settings_for(cfg: config_mod.Config, name: str) -> OAuthSettings | None:
+
+    from mailgate.adapters.oauth_tokens import (
+        OAuthSettings,
+    )
+
     for box in cfg.imap.mailboxes:
         if box.name == name and box.auth == "oauth2":
             return OAuthSettings.from_config(box.name, box.username, box)
@@ -70,6 +71,14 @@ def settings_for(cfg: config_mod.Config, name: str) -> OAuthSettings | None:
 
 
 def cmd_authorize(args: argparse.Namespace) -> int:
+    import httpx
+
+    from mailgate.adapters.oauth_tokens import (
+        OAuthTokens,
+        TokenError,
+        write_refresh_token,
+    )
+
     cfg = config_mod.load(args.config)
     settings = settings_for(cfg, args.name)
     if settings is None:
@@ -122,6 +131,13 @@ class AuthorizationFailed(Exception):
 
 
 def device_flow(http: httpx.Client, s: OAuthSettings, timeout: float) -> dict[str, Any]:
+    import httpx
+
+    from mailgate.adapters.oauth_tokens import (
+        TokenError,
+        token_request,
+    )
+
     try:
         answer = http.post(s.device_url, data={"client_id": s.client_id, "scope": s.scope})
         start = answer.json()
@@ -150,6 +166,7 @@ def device_flow(http: httpx.Client, s: OAuthSettings, timeout: float) -> dict[st
 
 
 def authorization_url(s: OAuthSettings, state: str, verifier: str) -> str:
+
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     params = {
         "client_id": s.client_id,
@@ -167,6 +184,11 @@ def authorization_url(s: OAuthSettings, state: str, verifier: str) -> str:
 
 
 def code_flow(http: httpx.Client, s: OAuthSettings, timeout: float) -> dict[str, Any]:
+
+    from mailgate.adapters.oauth_tokens import (
+        token_request,
+    )
+
     state, verifier = secrets.token_urlsafe(16), secrets.token_urlsafe(48)
     answers: queue.Queue[str] = queue.Queue()
     server = _listen(s.redirect_uri, answers)
