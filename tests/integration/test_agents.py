@@ -5,8 +5,6 @@ tests/service/test_agents.py."""
 
 from __future__ import annotations
 
-import pytest
-
 from mailgate.core.quotes import strip_quotes
 from tests.support.conversation import (  # noqa: F401 (desk_fixture provides `desk`)
     AGENT,
@@ -19,8 +17,6 @@ from tests.support.conversation import (  # noqa: F401 (desk_fixture provides `d
     msgid,
 )
 from tests.support.peers import Received
-
-pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
 
 JEAN = addr(CUSTOMER)
 

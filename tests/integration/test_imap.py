@@ -23,8 +23,6 @@ from mailgate.store.models import Outbox, Quarantine
 from tests.conftest import make_mail
 from tests.support.peers import ROOT, Mailgate, wait_until
 
-pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
-
 if TYPE_CHECKING:
     from tests.support.dovecot import ImapAccount
 

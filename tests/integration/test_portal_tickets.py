@@ -24,8 +24,6 @@ from tests.support.portal_web import (
     set_password,
 )
 
-pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
-
 pytest_plugins = ["tests.support.portal"]
 
 JEAN = addr(CUSTOMER)

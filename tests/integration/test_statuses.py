@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta, timezone
 
-import pytest
-
 from mailgate.clock import as_utc
 from tests.support.conversation import (  # noqa: F401 (desk_fixture provides `desk`)
     AGENT,
@@ -21,8 +19,6 @@ from tests.support.conversation import (  # noqa: F401 (desk_fixture provides `d
     msgid,
 )
 from tests.support.peers import Received
-
-pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
 
 JEAN = addr(CUSTOMER)
 DAY = timedelta(days=1)
