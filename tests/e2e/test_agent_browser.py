@@ -14,7 +14,6 @@ Screenshots of the queue and of the agent's ticket page go to $MAILGATE_SCREENSH
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,24 +21,15 @@ from pathlib import Path
 import pytest
 
 from mailgate.clock import FixedClock
+from tests.support.browser import CHROMIUM, chromium_page, screenshots_folder
 from tests.support.conversation import AGENT, AGENT_NAME, CUSTOMER, Desk, addr
-from tests.support.peers import ROOT, Mailgate, SmtpSink
+from tests.support.peers import Mailgate, SmtpSink
 from tests.support.portal_web import (
     PASSWORD,
     activation_link,
     agent_says,
     customer_with_ticket,
 )
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytest_plugins = ["tests.support.portal"]
 pytestmark = [
@@ -67,29 +57,13 @@ def config_extra() -> str:
 
 @pytest.fixture
 def page(portal: Mailgate) -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        context = browser.new_context(
-            locale="fr-FR",
-            timezone_id="Europe/Paris",
-            viewport={"width": 1280, "height": 760},
-            extra_http_headers={"Accept-Language": "fr-FR,fr;q=0.9"},
-        )
-        page = context.new_page()
-        page.problems = []  # type: ignore[attr-defined]
-        page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-        page.on("pageerror", lambda e: page.problems.append(str(e)))
+    with chromium_page(1280, 760, timezone="Europe/Paris") as page:
         yield page
-        context.close()
-        browser.close()
 
 
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
-    target = os.environ.get("MAILGATE_SCREENSHOTS")
-    folder = (ROOT / target) if target else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return screenshots_folder(tmp_path)
 
 
 def new_agent(portal: Mailgate, email: str, name: str) -> None:

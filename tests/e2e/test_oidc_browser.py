@@ -11,26 +11,17 @@ The sign-in page with its buttons goes to $MAILGATE_SCREENSHOTS/login-oidc.png w
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from tests.support.browser import CHROMIUM, chromium_page, screenshots_folder
 from tests.support.conversation import CUSTOMER, Desk, addr
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, MockProvider, mock_provider
-from tests.support.peers import ROOT, Mailgate
+from tests.support.peers import Mailgate
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 pytest_plugins = ["tests.support.portal"]
@@ -72,15 +63,10 @@ client_secret = "{CLIENT_SECRET}"
 @pytest.fixture
 def page(portal: Mailgate) -> Iterator[object]:
     portal_host = urlsplit(portal.config.portal.base_url).netloc
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        context = browser.new_context(
-            locale="fr-FR",
-            viewport={"width": 1200, "height": 720},
-            extra_http_headers={"Accept-Language": "fr-FR,fr;q=0.9"},
-        )
+
+    def loopback_only(context: object) -> None:
         # The provider's page links a stylesheet on a CDN: nothing may leave the machine.
-        context.route(
+        context.route(  # type: ignore[attr-defined]
             "**/*",
             lambda route: (
                 route.continue_()
@@ -88,26 +74,17 @@ def page(portal: Mailgate) -> Iterator[object]:
                 else route.abort()
             ),
         )
-        page = context.new_page()
-        page.problems = []  # type: ignore[attr-defined]
 
-        def problem(text: str) -> None:
-            if portal_host in page.url:  # ours only: the provider's page is not ours
-                page.problems.append(text)  # type: ignore[attr-defined]
-
-        page.on("console", lambda m: m.type == "error" and problem(m.text))
-        page.on("pageerror", lambda e: problem(str(e)))
+    # Console errors count on our pages only: the provider's page is not ours.
+    with chromium_page(
+        1200, 720, prepare=loopback_only, ours=lambda page: portal_host in page.url
+    ) as page:
         yield page
-        context.close()
-        browser.close()
 
 
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
-    target = os.environ.get("MAILGATE_SCREENSHOTS")
-    folder = (ROOT / target) if target else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return screenshots_folder(tmp_path)
 
 
 def test_sign_in_with_google_in_chromium(

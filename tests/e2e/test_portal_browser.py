@@ -11,7 +11,6 @@ README's images: `MAILGATE_SCREENSHOTS=docs/screenshots pytest tests/e2e`), else
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,19 +20,10 @@ from sqlmodel import select
 
 from mailgate.clock import FixedClock
 from mailgate.store.models import Attachment, Message
+from tests.support.browser import CHROMIUM, chromium_page, screenshots_folder
 from tests.support.conversation import AGENT, CUSTOMER, Desk, addr
-from tests.support.peers import ROOT, Mailgate, SmtpSink
+from tests.support.peers import Mailgate, SmtpSink
 from tests.support.portal_web import PASSWORD, activation_link, agent_says
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytest_plugins = ["tests.support.portal"]
 pytestmark = [
@@ -49,28 +39,13 @@ JEAN = addr(CUSTOMER)
 
 @pytest.fixture
 def page(portal: Mailgate) -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        context = browser.new_context(
-            locale="fr-FR",
-            viewport={"width": 1200, "height": 560},
-            extra_http_headers={"Accept-Language": "fr-FR,fr;q=0.9"},
-        )
-        page = context.new_page()
-        page.problems = []  # type: ignore[attr-defined]
-        page.on("console", lambda m: m.type == "error" and page.problems.append(m.text))
-        page.on("pageerror", lambda e: page.problems.append(str(e)))
+    with chromium_page(1200, 560) as page:
         yield page
-        context.close()
-        browser.close()
 
 
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
-    target = os.environ.get("MAILGATE_SCREENSHOTS")
-    folder = (ROOT / target) if target else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return screenshots_folder(tmp_path)
 
 
 def drop(page, name: str, text: str) -> None:
