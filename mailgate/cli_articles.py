@@ -21,15 +21,17 @@ def _articles(args: argparse.Namespace) -> Any:
     from mailgate.clock import SystemClock
     from mailgate.services.articles import Articles
     from mailgate.store.db import Database
+    from mailgate.wiring import blob_store
 
-    db = Database(config_mod.load(args.config).database.url)
+    config = config_mod.load(args.config)
+    db = Database(config.database.url)
     db.require_current()
 
     def write(job: Callable[[Any], Any]) -> Any:
         with db.write() as session:
             return job(session)
 
-    return Articles(db, write, SystemClock())
+    return Articles(db, write, SystemClock(), blob_store(config))
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -20,15 +20,22 @@ def _filter(tag: str, attribute: str, value: str) -> str | None:
     return value
 
 
-def safe_html(html: str) -> str:
-    """A fragment with no active content and nothing that loads from elsewhere."""
+def safe_html(html: str, images: frozenset[str] = frozenset()) -> str:
+    """A fragment with no active content and nothing that loads from elsewhere. `images`: the
+    exact URLs of our own files an image may show (a help-centre article's images)."""
     tags = set(nh3.ALLOWED_TAGS) - _DROPPED_WITH_CONTENT
+
+    def keep_own_images(tag: str, attribute: str, value: str) -> str | None:
+        if tag == "img" and attribute == "src" and value in images:
+            return value
+        return _filter(tag, attribute, value)
+
     return nh3.clean(
         html,
         tags=tags,
         clean_content_tags=_DROPPED_WITH_CONTENT,
         url_schemes=_LINK_SCHEMES,
-        attribute_filter=_filter,
+        attribute_filter=keep_own_images if images else _filter,
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     )

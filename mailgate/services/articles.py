@@ -7,14 +7,16 @@ writes can run in a reader's browser. Saving an article re-indexes it for search
 updates the vocabulary of known words (typo tolerance) in the same transaction.
 
 Files: one Markdown file per article with YAML front matter (`title`, `slug`, `section`,
-`locale`, `visibility`, `status`); import is idempotent by slug, all or nothing.
+`locale`, `visibility`, `status`); import is idempotent by slug, all or nothing. An article's
+images and files are blobs named in the article (services/article_files.py); in a folder they
+sit in a sub-folder named after the article (`reset-password.md`, `reset-password/form.png`).
 """
 
 from __future__ import annotations
 
 import html as html_lib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,11 +29,15 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from mailgate.clock import Clock, as_utc
+from mailgate.core.article_files import MAX_FILE_BYTES, file_target
 from mailgate.core.html import safe_html
 from mailgate.core.textsearch import index_text, vocabulary
 from mailgate.errors import MailgateError
+from mailgate.services import article_files
+from mailgate.services.article_files import ArticleFileView, FileUpload, upload_problems
 from mailgate.services.writer import Writer
 from mailgate.store import article_index
+from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.help_models import Article
 
@@ -119,6 +125,7 @@ class ArticleView:
     views: int
     body_markdown: str = ""
     html: str = ""
+    files: tuple[ArticleFileView, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         """The article JSON shape of CONTRACT.md (and a few more fields)."""
@@ -141,9 +148,29 @@ class ImportReport:
     unchanged: list[str] = field(default_factory=list)
 
 
-def render_markdown(body: str) -> str:
-    """Markdown -> HTML with nothing active in it (no script, handler, frame, remote image)."""
-    return safe_html(_markdown.render(body))
+def render_markdown(body: str, files: Mapping[str, str] | None = None) -> str:
+    """Markdown -> HTML with nothing active in it (no script, handler, frame, remote image).
+    `files`: the article's file names and their URLs; a relative link or image naming one of
+    them points there, and only those images are shown."""
+    if not files:
+        return safe_html(_markdown.render(body))
+    env: dict[str, Any] = {}
+    tokens = _markdown.parse(body, env)
+    for block in tokens:
+        for token in block.children or ():
+            attribute = {"image": "src", "link_open": "href"}.get(token.type)
+            if attribute is None:
+                continue
+            target = file_target(str(token.attrGet(attribute) or ""), files)
+            if target is not None:
+                token.attrSet(attribute, target)
+    html = _markdown.renderer.render(tokens, _markdown.options, env)
+    return safe_html(html, images=frozenset(files.values()))
+
+
+def file_urls(slug: str, names: Iterable[str], prefix: str = "") -> dict[str, str]:
+    """Where the portal serves each file of the article (`prefix`: the portal's path)."""
+    return {name: f"{prefix}/articles/{slug}/files/{name}" for name in names}
 
 
 def plain_text(body: str) -> str:
@@ -169,7 +196,14 @@ def rough_text(body: str) -> str:
     return html_lib.unescape(body)
 
 
-def view(article: Article, *, with_body: bool = False) -> ArticleView:
+def view(
+    article: Article,
+    *,
+    with_body: bool = False,
+    files: Sequence[ArticleFileView] = (),
+    prefix: str = "",
+) -> ArticleView:
+    urls = file_urls(article.slug, [f.name for f in files], prefix)
     return ArticleView(
         id=article.id or 0,
         slug=article.slug,
@@ -181,7 +215,8 @@ def view(article: Article, *, with_body: bool = False) -> ArticleView:
         updated_at=as_utc(article.updated_at),
         views=article.views,
         body_markdown=article.body_markdown if with_body else "",
-        html=render_markdown(article.body_markdown) if with_body else "",
+        html=render_markdown(article.body_markdown, urls) if with_body else "",
+        files=tuple(files),
     )
 
 
@@ -282,6 +317,23 @@ def read_file(path: Path) -> ArticleInput:
     return data
 
 
+def read_files(folder: Path) -> list[FileUpload]:
+    """The files beside an article's Markdown (its sub-folder), if there is one."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ArticleFileError(f"{folder.name}/{path.name}: larger than {MAX_FILE_BYTES} bytes")
+        found.append(FileUpload(path.name, path.read_bytes()))
+    problems = upload_problems(found)
+    if problems:
+        raise ArticleFileError(f"{folder.name}: {', '.join(problems)}")
+    return found
+
+
 def file_text(article: Article) -> str:
     post = frontmatter.Post(
         article.body_markdown.strip() + "\n", **{f: getattr(article, f) for f in FIELDS}
@@ -292,21 +344,40 @@ def file_text(article: Article) -> str:
 class Articles:
     """Articles for the CLI and the portal; writes go through the writer."""
 
-    def __init__(self, db: Database, write: Writer, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, write: Writer, clock: Clock, blobs: BlobStore | None = None
+    ) -> None:
         self.db = db
         self.write = write
         self.clock = clock
+        self.blobs = blobs
 
     # -- writing -------------------------------------------------------------------------
 
+    def _store(self, uploads: Sequence[FileUpload]) -> list[article_files.StoredFile]:
+        """The uploads' bytes in the blob store, before the transaction that names them."""
+        if uploads and self.blobs is None:
+            raise RuntimeError("articles: files given but no blob store")
+        return [
+            article_files.stored(u.filename, u.payload, self.blobs.put(u.payload))  # type: ignore[union-attr]
+            for u in uploads
+        ]
+
     def save(
-        self, data: ArticleInput, author_id: int | None = None, original_slug: str | None = None
+        self,
+        data: ArticleInput,
+        author_id: int | None = None,
+        original_slug: str | None = None,
+        uploads: Sequence[FileUpload] = (),
+        remove_files: Sequence[str] = (),
     ) -> tuple[ArticleView | None, tuple[str, ...]]:
-        """Create or update (`original_slug`: the article being edited, which may be renamed).
+        """Create or update (`original_slug`: the article being edited, which may be renamed),
+        adding `uploads` to its files and removing the files named in `remove_files`.
         Returns the article, or the problems found."""
-        problems = data.problems()
+        problems = data.problems() + upload_problems(uploads)
         if problems:
             return None, problems
+        new_files = self._store(uploads)
 
         def job(session: Session) -> ArticleView | tuple[str, ...]:
             if original_slug and original_slug != data.slug:
@@ -322,18 +393,41 @@ class Articles:
                 taken = session.exec(select(Article.id).where(Article.slug == data.slug)).first()
                 if taken is not None:
                     return ("slug.taken",)
-            article, _ = save_in(session, data, self.clock.now(), author_id)
-            return view(article, with_body=True)
+            now = self.clock.now()
+            article, _ = save_in(session, data, now, author_id)
+            article_id = article.id or 0
+            article_files.remove(session, article_id, remove_files)
+            article_files.attach(session, article_id, new_files, now)
+            return view(article, with_body=True, files=article_files.listing(session, article_id))
 
         result = self.write(job)
         if isinstance(result, tuple):
             return None, result
         return result, ()
 
+    def delete(self, slug: str) -> bool:
+        """The article, its files and its words in the index; False when there is none."""
+
+        def job(session: Session) -> bool:
+            article = session.exec(select(Article).where(Article.slug == slug)).first()
+            if article is None:
+                return False
+            _count_words(session, article.locale, _vocabulary(article), -1)
+            article_index.delete(session, article.id or 0)
+            article_files.remove_all(session, article.id or 0)
+            session.delete(article)
+            return True
+
+        return self.write(job)
+
     def import_dir(self, folder: Path) -> ImportReport:
-        """Every *.md file of the folder, in one transaction; a bad file changes nothing."""
+        """Every *.md file of the folder, in one transaction; a bad file changes nothing.
+        The files in a sub-folder named like the Markdown file are the article's files (added
+        or replaced by name; a file removed from the folder stays until removed in the
+        portal, so importing Markdown alone never loses images uploaded there)."""
         files = sorted(folder.glob("*.md"))
         inputs = [read_file(path) for path in files]
+        uploads = [read_files(path.with_suffix("")) for path in files]
         slugs: dict[str, str] = {}
         for path, data in zip(files, inputs, strict=True):
             if data.slug in slugs:
@@ -342,11 +436,15 @@ class Articles:
                 )
             slugs[data.slug] = path.name
 
+        stored = [self._store(u) for u in uploads]
+
         def job(session: Session) -> ImportReport:
             report = ImportReport()
             now = self.clock.now()
-            for data in inputs:
-                _, outcome = save_in(session, data, now)
+            for data, new_files in zip(inputs, stored, strict=True):
+                article, outcome = save_in(session, data, now)
+                if article_files.attach(session, article.id or 0, new_files, now):
+                    outcome = "updated" if outcome == "unchanged" else outcome
                 getattr(report, outcome).append(data.slug)
             return report
 
@@ -361,6 +459,13 @@ class Articles:
                 path = folder / f"{article.slug}.md"
                 path.write_text(file_text(article), encoding="utf-8")
                 written.append(path)
+                for f in article_files.listing(session, article.id or 0):
+                    if self.blobs is None:
+                        raise RuntimeError("articles: exporting files needs the blob store")
+                    (folder / article.slug).mkdir(exist_ok=True)
+                    target = folder / article.slug / f.name  # a clean name: no separator
+                    target.write_bytes(self.blobs.get(f.sha256))
+                    written.append(target)
         return written
 
     def count_view(self, article_id: int) -> None:
@@ -411,13 +516,28 @@ class Articles:
             ).all()
             return [view(a) for a in rows]
 
-    def find(self, slug: str) -> ArticleView | None:
-        """The article with this slug whoever may read it (the caller checks the audience)."""
+    def find(self, slug: str, prefix: str = "") -> ArticleView | None:
+        """The article with this slug whoever may read it (the caller checks the audience);
+        its files' URLs under `prefix`, the portal's path."""
         if not SLUG.match(slug) or len(slug) > 200:
             return None
         with self.db.read() as session:
             article = session.exec(select(Article).where(Article.slug == slug)).first()
-            return view(article, with_body=True) if article is not None else None
+            if article is None:
+                return None
+            files = article_files.listing(session, article.id or 0)
+            return view(article, with_body=True, files=files, prefix=prefix)
+
+    def file(self, slug: str, name: str) -> tuple[ArticleView, ArticleFileView] | None:
+        """One file of an article, and the article (whose audience the caller checks)."""
+        if not SLUG.match(slug) or len(slug) > 200:
+            return None
+        with self.db.read() as session:
+            article = session.exec(select(Article).where(Article.slug == slug)).first()
+            if article is None:
+                return None
+            found = [f for f in article_files.listing(session, article.id or 0) if f.name == name]
+            return (view(article), found[0]) if found else None
 
     def by_ids(self, ids: Iterable[int]) -> dict[int, Article]:
         wanted = list(ids)

@@ -21,6 +21,7 @@ from mailgate.services.helpcentre_search import (
 from mailgate.services.portal_views import own_ticket
 from mailgate.services.tickets import Conversations
 from mailgate.services.writer import Writer
+from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.models import Ticket, TicketEvent
 
@@ -86,10 +87,14 @@ class HelpServices:
 
 
 def build_help(
-    db: Database, write: Writer, conversations: Conversations, clock: Clock
+    db: Database,
+    write: Writer,
+    conversations: Conversations,
+    clock: Clock,
+    blobs: BlobStore | None = None,
 ) -> HelpServices:
     return HelpServices(
-        articles=Articles(db, write, clock),
+        articles=Articles(db, write, clock, blobs),
         search=HelpCentre(db, write, clock),
         solver=TicketSolver(db, write, conversations, clock),
     )

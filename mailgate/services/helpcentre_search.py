@@ -62,6 +62,7 @@ class Hit:
     locale: str
     passage: str  # safe HTML: escaped text with <mark> around the matched words
     score: float
+    status: str = "published"  # agents find drafts too
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class HelpCentre:
             query, corrected = correct(session, query, locale)
         options: dict[str, Any] = {
             "locales": [locale],
-            "statuses": ["published"],
+            "statuses": list(audience.statuses),  # drafts: agents only
             "visibilities": list(audience.visibilities),
             "limit": limit,
             "exclude": exclude,
@@ -210,7 +211,15 @@ class HelpCentre:
             a = rows[article_id]
             body = rough_text(a.body_markdown)
             hits.append(
-                Hit(a.slug, a.title, a.section, a.locale, passage(body, query, locale), score)
+                Hit(
+                    a.slug,
+                    a.title,
+                    a.section,
+                    a.locale,
+                    passage(body, query, locale),
+                    score,
+                    a.status,
+                )
             )
         return Results(raw.strip(), tuple(hits), tuple(corrected), all_terms)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Text
+from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from mailgate.store import models  # noqa: F401  (the account table Article.author_id names)
@@ -37,6 +37,23 @@ class Article(SQLModel, table=True):
     author_id: int | None = Field(default=None, foreign_key="account.id")
     created_at: datetime = Field(sa_column=_ts())
     updated_at: datetime = Field(sa_column=_ts())
+
+
+class ArticleFile(SQLModel, table=True):
+    """An image or file attached to an article (migration 0012): a blob, by sha256, under a
+    name unique within the article, which the article's Markdown refers to."""
+
+    __table_args__ = (UniqueConstraint("article_id", "name", name="uq_articlefile_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("article.id", ondelete="CASCADE"), nullable=False)
+    )
+    name: str = Field(max_length=120)
+    content_type: str = Field(max_length=100)
+    size: int
+    sha256: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_ts())
 
 
 class ArticleWord(SQLModel, table=True):

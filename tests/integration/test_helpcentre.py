@@ -339,3 +339,91 @@ def test_search_first_suggestions_and_counters(articles: Mailgate, web: Web, age
     # The agents see what customers looked for and did not find.
     desk = agent_web.get("/help/articles").text
     assert "xylophone orange" in desk and "× 2" in desk
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64  # served as stored: only its name gives its type
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+
+
+def test_article_images_files_drafts_and_deletion(
+    articles: Mailgate, agent_web: Web, web: Web, make_web, tmp_path: Path
+):
+    form = {
+        "title": "Captures du formulaire",
+        "slug": "captures-formulaire",
+        "section": "Demandes",
+        "locale": "fr",
+        "visibility": "public",
+        "status": "draft",
+        "body": "Le zorglub :\n\n![Le formulaire](Formulaire.png)\n\n[Le guide](guide.pdf)\n",
+        "action": "save",
+    }
+    files = [
+        ("files", ("Formulaire.PNG", PNG, "image/png")),
+        ("files", ("Guide.pdf", b"%PDF-1.4 guide", "application/pdf")),
+        ("files", ("évil.svg", SVG, "image/svg+xml")),  # an image type that can carry script
+    ]
+    saved = agent_web.submit("/help/articles/new", form, "/help/articles", files=files)
+    assert saved.status_code == 303, saved.text
+    base = "/articles/captures-formulaire"
+    # A draft's files, like the draft, are for agents only; agents find drafts in search.
+    anonymous = make_web()
+    assert anonymous.get(f"{base}/files/formulaire.png").status_code == 404
+    assert agent_web.get(f"{base}/files/formulaire.png").status_code == 200
+    assert first_hits(agent_web, "zorglub", "fr") == ["captures-formulaire"]
+    assert first_hits(web, "zorglub", "fr") == []
+    editor = agent_web.get("/help/articles/captures-formulaire/edit").text
+    assert "![formulaire.png](formulaire.png)" in editor and "evil.svg" in editor
+
+    published = agent_web.submit(
+        "/help/articles/captures-formulaire/edit",
+        {**form, "status": "published"},
+        "/help/articles",
+    )
+    assert published.status_code == 303
+    page = anonymous.get(base).text
+    body = page.split('<div class="help-body">')[1].split("</div>")[0]
+    assert f'<img src="{base}/files/formulaire.png" alt="Le formulaire">' in body
+    assert f'href="{base}/files/guide.pdf"' in body
+    image = anonymous.get(f"{base}/files/formulaire.png")
+    assert image.status_code == 200 and image.content == PNG
+    assert image.headers["content-type"] == "image/png"
+    assert image.headers["content-disposition"].startswith("inline")
+    assert image.headers["x-content-type-options"] == "nosniff"
+    svg = anonymous.get(f"{base}/files/evil.svg")
+    assert svg.headers["content-type"] == "application/octet-stream"
+    assert svg.headers["content-disposition"].startswith("attachment")
+    assert "sandbox" in svg.headers["content-security-policy"]
+    for wrong in ("nothing.png", "..%2F..%2Fsecret", "%2Fetc%2Fpasswd"):
+        assert anonymous.get(f"{base}/files/{wrong}").status_code == 404
+
+    # Export puts the files beside the Markdown; importing them again changes nothing.
+    out = tmp_path / "export"
+    articles.cli("articles", "export", str(out))
+    assert (out / "captures-formulaire" / "formulaire.png").read_bytes() == PNG
+    again = articles.cli("articles", "import", str(out)).stdout.decode().strip()
+    assert again == "0 created, 0 updated, 11 unchanged"
+
+    # A file removed in the editor is gone; the others stay.
+    removed = agent_web.submit(
+        "/help/articles/captures-formulaire/edit",
+        {**form, "status": "published", "remove_files": "guide.pdf"},
+        "/help/articles",
+    )
+    assert removed.status_code == 303
+    assert anonymous.get(f"{base}/files/guide.pdf").status_code == 404
+    assert anonymous.get(f"{base}/files/formulaire.png").status_code == 200
+
+    # Deleting asks first, for agents only; then the article, its files and its words go.
+    assert web.get("/help/articles/captures-formulaire/delete").status_code in (303, 404)
+    confirm = agent_web.get("/help/articles/captures-formulaire/delete")
+    assert confirm.status_code == 200 and "Captures du formulaire" in html.unescape(confirm.text)
+    gone = agent_web.submit(
+        "/help/articles/captures-formulaire/delete", {}, "/help/articles/captures-formulaire/delete"
+    )
+    assert gone.status_code == 303 and "deleted=captures-formulaire" in gone.headers["location"]
+    assert anonymous.get(base).status_code == 404
+    assert anonymous.get(f"{base}/files/formulaire.png").status_code == 404
+    assert first_hits(agent_web, "zorglub", "fr") == []
+    slugs = [a["slug"] for a in json.loads(articles.cli("articles", "list", "--json").stdout)]
+    assert "captures-formulaire" not in slugs and len(slugs) == 10

@@ -8,8 +8,10 @@
 - `/help/ask`: "search first", the step before the request form, without JavaScript;
 - `/help/suggest?q=`: JSON suggestions for the subject being typed (static/help.js);
 - `/tickets/{id}/solve`: GET asks, POST marks the customer's own request solved;
+- `/articles/{slug}/files/{name}`: an article's image or file, for whoever may read it;
 - agents: `/help/articles` (list, counters, unanswered searches), `/help/articles/new`,
-  `/help/articles/{slug}/edit`, `/help/preview` (the editor's live preview).
+  `/help/articles/{slug}/edit` (with its images and files), `/help/articles/{slug}/delete`
+  (GET asks, POST deletes), `/help/preview` (the editor's live preview).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from urllib.parse import quote, urlencode
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from mailgate.adapters.portal.forms import text
+from mailgate.adapters.portal.forms import text, uploads
 from mailgate.adapters.portal.web import (
     Visit,
     agents_only,
@@ -34,12 +36,14 @@ from mailgate.adapters.portal.web import (
     path_id,
     visit,
 )
+from mailgate.services.article_files import FileUpload
 from mailgate.services.articles import (
     LOCALES,
     STATUSES,
     VISIBILITIES,
     ArticleInput,
     Audience,
+    file_urls,
     render_markdown,
 )
 from mailgate.services.helpcentre import HelpServices
@@ -81,7 +85,7 @@ async def search(v: Visit) -> Response:
 async def article(v: Visit) -> Response:
     h = _help(v)
     slug = str(v.request.path_params["slug"])
-    found = await run_in_threadpool(h.articles.find, slug)
+    found = await run_in_threadpool(h.articles.find, slug, v.site.url(""))
     who = audience(v)
     if found is None or found.status not in who.statuses:
         return not_found(v)
@@ -103,6 +107,33 @@ async def article(v: Visit) -> Response:
         ticket_id=ticket_id if ticket_id.isdigit() and len(ticket_id) < 11 else "",
         q="",
     )
+
+
+async def article_file(v: Visit) -> Response:
+    """An image or file of an article: to whoever may read the article, else 404 (a file
+    says nothing about an article its visitor may not see)."""
+    slug, name = str(v.request.path_params["slug"]), str(v.request.path_params["name"])
+    found = await run_in_threadpool(_help(v).articles.file, slug, name)
+    who = audience(v)
+    if found is None:
+        return not_found(v)
+    article, meta = found
+    blobs = _help(v).articles.blobs
+    if article.status not in who.statuses or article.visibility not in who.visibilities:
+        return not_found(v)
+    if blobs is None or not blobs.exists(meta.sha256):
+        return not_found(v)
+    response = FileResponse(
+        blobs.path(meta.sha256),
+        media_type=meta.content_type if meta.inline else "application/octet-stream",
+        filename=meta.name,
+        content_disposition_type="inline" if meta.inline else "attachment",
+    )
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    shared = article.visibility == "public" and article.status == "published"
+    response.headers["Cache-Control"] = f"{'public' if shared else 'private'}, max-age=300"
+    return response
 
 
 async def article_solved(v: Visit, form: FormData) -> Response:
@@ -192,26 +223,39 @@ async def agent_articles(v: Visit) -> Response:
         articles=articles,
         figures=figures,
         unanswered=unanswered,
+        deleted=(v.request.query_params.get("deleted") or "")[:200],
         q="",
     )
 
 
-def _editor(v: Visit, code: int, data: ArticleInput, original: str, **extra: Any) -> Response:
+async def _editor(v: Visit, code: int, data: ArticleInput, original: str, **extra: Any) -> Response:
+    """The editor; an existing article's files are listed with the Markdown to show them."""
+    existing = await run_in_threadpool(_help(v).articles.find, original) if original else None
     return v.render(
         "help/edit.html",
         code,
         form=data,
         original=original,
+        files=existing.files if existing is not None else (),
         locales=LOCALES,
         visibilities=VISIBILITIES,
         statuses=STATUSES,
         q="",
-        **{"errors": (), "preview": None, **extra},
+        **{"errors": (), "preview": None, "unsaved_files": 0, **extra},
     )
 
 
+async def _preview_html(v: Visit, body: str, original: str) -> str:
+    """The body as readers will see it, the images of the article being edited included."""
+    existing = await run_in_threadpool(_help(v).articles.find, original) if original else None
+    if existing is None:
+        return render_markdown(body)
+    names = [f.name for f in existing.files]
+    return render_markdown(body, file_urls(existing.slug, names, v.site.url("")))
+
+
 async def new_article(v: Visit) -> Response:
-    return _editor(v, 200, ArticleInput(slug="", title="", locale=v.locale), "")
+    return await _editor(v, 200, ArticleInput(slug="", title="", locale=v.locale), "")
 
 
 async def edit_article(v: Visit) -> Response:
@@ -227,7 +271,7 @@ async def edit_article(v: Visit) -> Response:
         status=found.status,
         body_markdown=found.body_markdown,
     )
-    return _editor(v, 200, data, found.slug)
+    return await _editor(v, 200, data, found.slug)
 
 
 def _article_form(form: FormData) -> ArticleInput:
@@ -246,19 +290,37 @@ async def save_article(v: Visit, form: FormData) -> Response:
     assert v.who is not None
     data = _article_form(form)
     original = text(form, "original")
+    files = [FileUpload(u.filename, u.payload) for u in await uploads(form, "files")]
     if text(form, "action") == "preview":  # the no-JavaScript preview
-        return _editor(v, 200, data, original, preview=render_markdown(data.body_markdown))
+        html = await _preview_html(v, data.body_markdown, original)
+        return await _editor(v, 200, data, original, preview=html, unsaved_files=len(files))
+    removed = [name for name in form.getlist("remove_files") if isinstance(name, str)]
     saved, errors = await run_in_threadpool(
-        _help(v).articles.save, data, v.who.account_id, original or None
+        _help(v).articles.save, data, v.who.account_id, original or None, files, removed
     )
     if saved is None:
-        return _editor(v, 400, data, original, errors=errors)
+        return await _editor(v, 400, data, original, errors=errors, unsaved_files=len(files))
     return v.redirect(f"/articles/{saved.slug}")
 
 
 async def preview(v: Visit, form: FormData) -> Response:
     """The live preview (help-editor.js): the body rendered exactly as readers will see it."""
-    return HTMLResponse(render_markdown(text(form, "body")))
+    return HTMLResponse(await _preview_html(v, text(form, "body"), text(form, "original")))
+
+
+async def delete_article_page(v: Visit) -> Response:
+    """The confirmation step; deleting is the POST below."""
+    found = await run_in_threadpool(_help(v).articles.find, str(v.request.path_params["slug"]))
+    if found is None:
+        return not_found(v)
+    return v.render("help/delete.html", article=found, q="")
+
+
+async def delete_article(v: Visit, form: FormData) -> Response:
+    slug = str(v.request.path_params["slug"])
+    if not await run_in_threadpool(_help(v).articles.delete, slug):
+        return not_found(v)
+    return v.redirect(f"/help/articles?deleted={quote(slug)}")
 
 
 def routes() -> list[Route]:
@@ -267,6 +329,7 @@ def routes() -> list[Route]:
         Route("/search", page(search), methods=["GET"]),
         Route("/articles/{slug}", page(article), methods=["GET"]),
         Route("/articles/{slug}/solved", form_post(article_solved), methods=["POST"]),
+        Route("/articles/{slug}/files/{name}", page(article_file), methods=["GET"]),
         Route("/help/ask", page(ask), methods=["GET"]),
         Route("/help/suggest", suggest, methods=["GET"]),
         Route("/tickets/{ticket_id}/solve", members_only(solve_page), methods=["GET"]),
@@ -274,6 +337,12 @@ def routes() -> list[Route]:
         Route("/help/articles", agents_only(agent_articles), methods=["GET"]),
         Route("/help/articles/new", agents_only(new_article), methods=["GET"]),
         Route("/help/articles/{slug}/edit", agents_only(edit_article), methods=["GET"]),
+        Route("/help/articles/{slug}/delete", agents_only(delete_article_page), methods=["GET"]),
+        Route(
+            "/help/articles/{slug}/delete",
+            form_post(delete_article, agents=True),
+            methods=["POST"],
+        ),
         Route("/help/articles", form_post(save_article, agents=True), methods=["POST"]),
         Route("/help/preview", form_post(preview, agents=True), methods=["POST"]),
     ]

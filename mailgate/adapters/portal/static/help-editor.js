@@ -13,6 +13,8 @@
     var data = new FormData();
     data.append("csrf", csrf ? csrf.value : "");
     data.append("body", body.value);
+    var original = body.form.querySelector("input[name=original]");
+    data.append("original", original ? original.value : "");  // its images in the preview
     fetch(url, { method: "POST", body: data, credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) { if (html !== null) { target.innerHTML = html; } })
