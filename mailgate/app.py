@@ -6,6 +6,7 @@ There are no module-level singletons; tests build an App with their own config a
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from mailgate import logs
 from mailgate.adapters.file_links import file_link_routes
 from mailgate.adapters.health import health_routes
 from mailgate.adapters.httpserver import HttpServer
-from mailgate.adapters.imap import ImapPoller
+from mailgate.adapters.imap import ImapPoller, mailbox_key
 from mailgate.adapters.oauth_tokens import mailbox_tokens, outbound_tokens
 from mailgate.adapters.oidc_client import OidcClient, read_secret
 from mailgate.adapters.parsing import ParseWorkers
@@ -41,6 +42,7 @@ from mailgate.adapters.transports import make_transport
 from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config
 from mailgate.core.addresses import AddressBook
+from mailgate.core.language_detect import parser_for
 from mailgate.core.tokens import LinkTokens
 from mailgate.core.verification import DEFAULT_RULES
 from mailgate.keys import Keys, Purpose, load_secret
@@ -55,7 +57,8 @@ from mailgate.services.helpcentre import build_help
 from mailgate.services.helpcentre_search import counter_figures
 from mailgate.services.imap_state import ImapState
 from mailgate.services.ingest import Ingestor
-from mailgate.services.jobs import Jobs
+from mailgate.services.jobs import JOB_NAMES, Jobs
+from mailgate.services.leases import LeaseKeeper, Leases, default_instance_id
 from mailgate.services.oidc import OidcSignIn, Provider
 from mailgate.services.outbox import Mailer, Transport
 from mailgate.services.outbox_queue import OutboxQueue
@@ -95,6 +98,7 @@ class App:
     imap_state: ImapState
     portal: Portal
     parsers: ParseWorkers
+    leases: Leases  # what this instance holds: jobs, IMAP mailboxes (several instances)
     listeners: dict[str, tuple[str, int]] = field(default_factory=dict)
     mailboxes: dict[str, str] = field(default_factory=dict)  # IMAP mailbox -> its state
     # IMAP mailbox -> last login, last poll, token expiry, error (/healthz "mailboxes")
@@ -129,7 +133,10 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
     # With the blob store, workers write big attachments themselves and read big mails from
     # it: serve never receives, unpickles or holds a 25 MB attachment.
     parsers = ParseWorkers(
-        config.inbound.parse_workers, config.inbound.parse_timeout_seconds, blobs=blobs
+        config.inbound.parse_workers,
+        config.inbound.parse_timeout_seconds,
+        parse=parser_for(renderer.locales),  # with the language of the text (issue 15)
+        blobs=blobs,
     )
     ingestor = Ingestor(
         db=db,
@@ -152,8 +159,14 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
             config.security.hold_verification_mail,
         ),
     )
-    outbox = OutboxQueue(db, settings, clock)
+    instance = config.instance.id or default_instance_id()
+    leases = Leases(db, clock, instance, config.instance.lease_seconds)
     metrics = Metrics()
+    outbox = OutboxQueue(
+        db, settings, clock, lease_seconds=config.outbound.lease_seconds, instance=instance,
+        on_in_doubt=metrics.outbound_in_doubt.inc,
+    )  # fmt: skip
+    metrics.read_holds(instance, lease_names(config), leases.holds)
     health = HealthProbe(db, clock)
     metrics.read_figures(lambda: {**health.figures(), **counter_figures(db)})
     transport = transport or make_transport(
@@ -183,15 +196,31 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         ingestor=ingestor,
         outbox=outbox,
         transport=transport,
-        sender=Sender(outbox, transport, metrics=metrics, assemble=assembler.assemble),
+        # With several instances on PostgreSQL, outcomes are recorded every 20 mails: what an
+        # instance dying mid-batch leaves sent-but-unrecorded (sent again) stays small.
+        sender=Sender(
+            outbox,
+            transport,
+            metrics=metrics,
+            assemble=assembler.assemble,
+            settle_every=None if db.is_sqlite else 20,
+        ),
         jobs=jobs,
         metrics=metrics,
         health=health,
         imap_state=ImapState(ingestor),
         portal=build_portal(config, keys, clock, db, blobs, accounts, conversations, committer),
         parsers=parsers,
+        leases=leases,
         sender_process=sender_process,
     )
+
+
+def lease_names(config: Config) -> list[str]:
+    """Everything one instance at a time may do: each scheduled job, each IMAP mailbox."""
+    return [f"job:{name}" for name in JOB_NAMES] + [
+        f"imap:{mailbox_key(box)}" for box in config.imap.mailboxes
+    ]
 
 
 def app_keys(config: Config) -> Keys:
@@ -239,7 +268,7 @@ def build_portal(
             rules=rules,
         ),
         captcha=captcha,
-        help=build_help(db, committer.run, conversations, clock, blobs),
+        help=build_help(db, committer.run, conversations, clock),
         oidc=build_oidc(config, keys, clock, db, accounts, committer),
     )
 
@@ -375,6 +404,9 @@ async def serve(
         app.listeners["portal"] = portal_http.address
         host, port = portal_http.address
         logs.info("listener.started", name="portal", address=f"{host}:{port}")
+    # Jobs and mailboxes: taken (or waited for) before the pollers and the scheduler start.
+    keeper = LeaseKeeper(app.leases, lease_names(cfg))
+    await asyncio.to_thread(keeper.start)
     pollers = [
         ImapPoller(
             box,
@@ -386,6 +418,7 @@ async def serve(
             on_stored=lambda: loop.call_soon_threadsafe(wake_sender),
             tokens=mailbox_tokens(box),
             details=app.mailbox_details,
+            lease=functools.partial(app.leases.held, f"imap:{mailbox_key(box)}"),
         )
         for box in cfg.imap.mailboxes
     ]
@@ -401,7 +434,10 @@ async def serve(
         sender = app.sender.run(stop)
     tasks = [
         asyncio.create_task(sender, name="sender"),
-        asyncio.create_task(Scheduler(app.jobs, app.clock).run(stop), name="scheduler"),
+        asyncio.create_task(
+            Scheduler(app.jobs, app.clock, leases=app.leases, metrics=app.metrics).run(stop),
+            name="scheduler",
+        ),
         asyncio.create_task(notifier.watchdog(stop), name="watchdog"),
     ]
     logs.info("serve.ready", listeners=",".join(app.listeners))
@@ -422,5 +458,6 @@ async def serve(
     await asyncio.to_thread(app.committer.stop)
     await asyncio.to_thread(app.parsers.stop)
     await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.to_thread(keeper.stop)  # released: another instance takes over at once
     app.db.dispose()
     logs.info("serve.stopped")

@@ -98,6 +98,8 @@ class OutboundSection(OAuthKeys):
     agent_notifications_per_hour: int = 30  # per agent; beyond, one digest a period
     notification_attachment_bytes: int = 10 * 1024 * 1024  # customer files attached, in all
     connections: int = 2  # SMTP connections kept to the smarthost; maildir: files written at once
+    # A due row is leased to one sender this long; one whose sender died is taken over after it.
+    lease_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,22 @@ class SecuritySection:
 @dataclass(frozen=True)
 class MetricsSection:
     listen: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceSection:
+    """Several `serve` processes on one database (issue 17)."""
+
+    id: str = ""  # unique per running process; "" = hostname:pid
+    # Jobs and IMAP mailboxes are held by one instance at a time, for this long unless
+    # renewed (every third of it); when the holder dies another takes over after it.
+    lease_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class BlobsSection:
+    # "file:PATH" (default: data_dir/blobs) or "s3://BUCKET/PREFIX?endpoint=http://HOST:PORT"
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -203,6 +221,8 @@ class Config:
     imap: ImapSection
     auth: AuthSection = field(default_factory=AuthSection)
     helpcentre: HelpCentreSection = field(default_factory=HelpCentreSection)
+    instance: InstanceSection = field(default_factory=InstanceSection)
+    blobs: BlobsSection = field(default_factory=BlobsSection)
 
     @property
     def data_dir(self) -> Path:
@@ -231,6 +251,8 @@ _SECTIONS: dict[str, type] = {
     "imap": ImapSection,
     "auth": AuthSection,
     "helpcentre": HelpCentreSection,
+    "instance": InstanceSection,
+    "blobs": BlobsSection,
 }
 
 
@@ -326,6 +348,14 @@ def _validate(cfg: Config) -> None:
     _check_listen("inbound.postfix_map_listen", cfg.inbound.postfix_map_listen)
     _check_listen("portal.listen", cfg.portal.listen)
     _check_listen("metrics.listen", cfg.metrics.listen)
+    if not cfg.blobs.url.startswith(("file:", "s3://")):
+        raise ConfigError('blobs.url: expected "file:PATH" or "s3://BUCKET/PREFIX?endpoint=..."')
+    if cfg.instance.lease_seconds < 1:
+        raise ConfigError("instance.lease_seconds: must be at least 1")
+    if cfg.outbound.lease_seconds < 2:
+        raise ConfigError("outbound.lease_seconds: must be at least 2")
+    if len(cfg.instance.id) > 200:
+        raise ConfigError("instance.id: at most 200 characters")
     if cfg.inbound.parse_timeout_seconds <= 0:
         raise ConfigError("inbound.parse_timeout_seconds: must be more than 0")
     if cfg.inbound.parse_workers < 1:
@@ -586,6 +616,10 @@ def from_dict(
     auth: AuthSection = sections["auth"]
     sections["auth"] = dataclasses.replace(auth, oidc=_oidc_providers(base, auth.oidc))
     sections["outbound"] = _oauth_paths(base, data_dir, sections["outbound"], "outbound")
+    blobs_url = sections["blobs"].url or f"file:{data_dir / 'blobs'}"
+    if blobs_url.startswith("file:"):  # relative to the config file's folder
+        blobs_url = f"file:{_resolve(base, blobs_url[len('file:') :])}"
+    sections["blobs"] = BlobsSection(url=blobs_url)
     cfg = Config(path=path, **sections)
     _validate(cfg)
     return cfg

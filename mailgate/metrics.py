@@ -8,7 +8,7 @@ composition root provides, so they are right across restarts and never drift.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -88,6 +88,32 @@ class _FiguresCollector(Collector):
             yield metric
 
 
+class _HoldsCollector(Collector):
+    """Which leases (jobs, IMAP mailboxes) this instance holds, read at scrape time."""
+
+    def __init__(self, instance: str, wanted: Iterable[str], holds: Callable[[], Iterable[str]]):
+        self.instance = instance
+        self.wanted = list(wanted)
+        self.holds = holds
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        info = GaugeMetricFamily(
+            "mailgate_instance_info", "This instance's id (several on one database)",
+            labels=["instance"],
+        )  # fmt: skip
+        info.add_metric([self.instance], 1.0)
+        yield info
+        held = set(self.holds())
+        family = GaugeMetricFamily(
+            "mailgate_lease_held",
+            "1 while this instance holds the lease (job:NAME, imap:MAILBOX)",
+            labels=["name"],
+        )
+        for name in sorted(set(self.wanted) | held):
+            family.add_metric([name], 1.0 if name in held else 0.0)
+        yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -144,6 +170,26 @@ class Metrics:
             ["mailbox", "stage"],
             registry=r,
         )
+
+        # Several instances (issue 17): job runs here, and mails taken over in doubt.
+        self.job_runs = Counter(
+            "mailgate_job_runs",
+            "Scheduled job runs by this instance (it held the job's lease)",
+            ["job"],
+            registry=r,
+        )
+        self.outbound_in_doubt = Counter(
+            "mailgate_outbound_in_doubt",
+            "Outbound mails leased by an instance that died before recording them, taken over "
+            "and sent again (the first attempt may have reached the smarthost)",
+            registry=r,
+        )
+
+    def read_holds(
+        self, instance: str, wanted: Iterable[str], holds: Callable[[], Iterable[str]]
+    ) -> None:
+        """Expose the instance id and the leases it holds, read on every scrape."""
+        self.registry.register(_HoldsCollector(instance, wanted, holds))
 
     def message(self, channel: str, outcome: str, seconds: float | None = None) -> None:
         self.received.labels(channel=channel, outcome=outcome).inc()

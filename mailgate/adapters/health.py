@@ -17,6 +17,7 @@ from mailgate import logs
 from mailgate.errors import TempFailure
 from mailgate.metrics import Metrics
 from mailgate.services.health import HealthProbe
+from mailgate.services.leases import Leases
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -29,6 +30,7 @@ class HealthSources(Protocol):
     listeners: dict[str, tuple[str, int]]
     mailboxes: dict[str, str]
     mailbox_details: dict[str, dict[str, Any]]
+    leases: Leases
 
 
 def health_routes(app: HealthSources) -> list[Route]:
@@ -41,6 +43,10 @@ def health_routes(app: HealthSources) -> list[Route]:
             figures, reachable = {}, False
         body = {
             "status": "ok" if reachable else "unavailable",
+            # Several instances on one database: who answers, and the jobs ("job:NAME") and
+            # IMAP mailboxes ("imap:NAME") it holds now.
+            "instance": app.leases.instance,
+            "holds": app.leases.holds(),
             "database_reachable": reachable,
             "listeners": {name: f"{h}:{p}" for name, (h, p) in list(app.listeners.items())},
             "imap": dict(app.mailboxes),

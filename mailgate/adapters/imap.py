@@ -199,8 +199,13 @@ class ImapPoller:
         backoff_max: float = 300.0,
         tokens: BearerTokens | None = None,
         details: dict[str, dict[str, Any]] | None = None,
+        lease: Callable[[], bool] | None = None,
     ) -> None:
         self.box = box
+        # Several instances: is this mailbox's lease ("imap:NAME") ours now? Without one the
+        # poller runs alone. It connects only while it holds the lease, and logs out when
+        # it loses it (another instance took over).
+        self.lease = lease
         self.name = mailbox_key(box)
         self.ingestor = ingestor
         self.state = state
@@ -283,6 +288,12 @@ class ImapPoller:
             1 if text in ("idle", "polling", "working") else 0
         )
 
+    def _ours(self) -> bool:
+        return self.lease is None or self.lease()
+
+    def _keep_going(self) -> bool:
+        return not self._stop.is_set() and self._ours()
+
     def problem(self) -> str:
         """Why this mailbox cannot be polled at all (a config mistake), or ""."""
         b = self.box
@@ -303,6 +314,10 @@ class ImapPoller:
             return
         failures = 0
         while not self._stop.is_set():
+            if not self._ours():  # another instance polls it; wait for its lease
+                self._set_status("standby")
+                self._stop.wait(self.idle_tick)
+                continue
             if not failures:  # otherwise the last error stays visible in /healthz
                 self._set_status("connecting")
             healthy = False
@@ -312,12 +327,12 @@ class ImapPoller:
                 use_idle = client.has_capability("IDLE")
                 logs.info("imap.connected", mailbox=self.name, idle=use_idle)
                 ensure_folders(client, (self.box.processed_folder, self.box.failed_folder))
-                while not self._stop.is_set():
+                while self._keep_going():
                     self._set_status("working")
                     report = self.poll_once(client)
                     self._note(last_poll=_NOW)
                     healthy = True
-                    if self._stop.is_set():
+                    if not self._keep_going():
                         break
                     wait = self.box.poll_seconds
                     if report.left:
@@ -357,13 +372,15 @@ class ImapPoller:
         """Return when new mail may have arrived, after `seconds`, or when stopping."""
         if not use_idle:
             self._set_status("polling")
-            self._stop.wait(seconds)
+            deadline = time.monotonic() + seconds
+            while self._keep_going() and (left := deadline - time.monotonic()) > 0:
+                self._stop.wait(min(self.idle_tick, left))
             return
         client.idle()
         self._set_status("idle")  # only now: the server is listening for changes
         deadline = time.monotonic() + seconds
         # A short tick keeps stop() prompt; idle_check returns at once when data arrives.
-        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        while self._keep_going() and (left := deadline - time.monotonic()) > 0:
             responses = client.idle_check(timeout=min(self.idle_tick, left))
             if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                 break
@@ -383,7 +400,7 @@ class ImapPoller:
         use_move = client.has_capability("MOVE")
         advancing = True  # the cursor only moves over an unbroken run of handled UIDs
         for uid in uids:
-            if self._stop.is_set():
+            if not self._keep_going():  # stopping, or the lease went to another instance
                 break
             if uid not in sizes:  # expunged by someone else since the SEARCH
                 continue

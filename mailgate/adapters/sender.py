@@ -66,6 +66,7 @@ class Sender:
         batch_size: int = 100,
         linger_seconds: float = 0.05,
         assemble: Assemble = stored_bytes,
+        settle_every: int | None = None,
     ) -> None:
         self.queue = queue
         self.transport = transport
@@ -76,6 +77,10 @@ class Sender:
         # (two write transactions) then carries many mails instead of one or two.
         self.linger_seconds = linger_seconds
         self.assemble = assemble
+        # Record outcomes every this many mails of a batch (default: once per batch). Smaller
+        # narrows what a sender dying mid-batch leaves in doubt (sent, not yet recorded) at
+        # the cost of more write transactions.
+        self.settle_every = max(1, settle_every or batch_size)
         self.wakeup = asyncio.Event()
         # Told each batch's counts ({"sent": n, "retried": n, "failed": n}): the sender's own
         # process relays them to the serving process's metrics.
@@ -118,14 +123,23 @@ class Sender:
                 outcomes.append(Outcome(row.id or 0, row.attempts, attempt))
                 continue
             ready.append((row, OutboundMail(row.envelope_from, row.to_addr, raw)))
-        results = self._deliver(
-            [mail for _, mail in ready], lambda: stop() or time.monotonic() > deadline
-        )
-        outcomes += [
-            Outcome(row.id or 0, row.attempts, result)
-            for (row, _), result in zip(ready, results, strict=True)
-        ]
-        statuses = self._settle(outcomes)
+        halt: Stop = lambda: stop() or time.monotonic() > deadline  # noqa: E731
+        statuses: dict[int, str] = {}
+        pending = outcomes  # assemble failures: recorded with the first chunk
+        outcomes = []
+        for start in range(0, len(ready), self.settle_every):
+            chunk = ready[start : start + self.settle_every]
+            results = self._deliver([mail for _, mail in chunk], halt)
+            part = pending + [
+                Outcome(row.id or 0, row.attempts, result)
+                for (row, _), result in zip(chunk, results, strict=True)
+            ]
+            pending = []
+            statuses.update(self._settle(part))
+            outcomes += part
+        if pending:  # nothing could be assembled
+            statuses.update(self._settle(pending))
+            outcomes += pending
         counts: Counter[str] = Counter()
         by_id = {row.id: row for row in rows}
         for outcome in outcomes:

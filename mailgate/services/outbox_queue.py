@@ -6,12 +6,21 @@ ingest writer holds SQLite's lock most of the time. A leased row (`claimed_until
 future) is taken by no other sender; PostgreSQL also skips rows another sender is claiming
 right now (`FOR UPDATE SKIP LOCKED`). A lease that runs out (the sender died mid-batch) makes
 the row due again: recording a mail as sent must not be lost, or it goes out twice.
+
+Several instances (issue 17): the claim records the claiming instance (`claimed_by`) and
+commits before any of the batch is sent: the attempt is on record first. A row taken over
+from another instance after its lease ran out was therefore in flight when that instance died:
+it may or may not have reached the smarthost (an SMTP client cannot ask). It is sent again
+(at least once beats never) and counted as "in doubt" (`taken_over`, the
+mailgate_outbound_in_doubt metric, an `outbox.in_doubt` log line). The sender records
+outcomes every few mails (Sender's `settle_every`), which keeps that window to the mails
+between the smarthost's 250 and the next record.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -20,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, bindparam, func, or_, update
 from sqlmodel import Session, col, select
 
+from mailgate import logs
 from mailgate.clock import Clock
 from mailgate.store.models import Outbox
 
@@ -75,9 +85,18 @@ class OutboxQueue:
     """Claiming and settling rows for the sender worker; one short transaction per batch."""
 
     def __init__(
-        self, db: Any, settings: MailSettings, clock: Clock, lease_seconds: int = 300
+        self,
+        db: Any,
+        settings: MailSettings,
+        clock: Clock,
+        lease_seconds: float = 300,
+        instance: str = "",
+        on_in_doubt: Callable[[int], None] | None = None,
     ) -> None:
         self.db = db
+        self.instance = instance
+        # Told how many rows of a claim were leased before and never recorded (metrics).
+        self.on_in_doubt = on_in_doubt
         self.settings = settings
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
@@ -105,11 +124,18 @@ class OutboxQueue:
         if not self.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         rows = list(session.exec(query))
+        # Leased before (claimed_until set) and never recorded: its sender died mid-batch.
+        in_doubt = [r for r in rows if r.claimed_until is not None]
+        for row in in_doubt:
+            logs.warning("outbox.in_doubt", outbox=row.id, to=row.to_addr, kind=row.kind,
+                         claimed_by=row.claimed_by, ticket=row.ticket_id)  # fmt: skip
+        if in_doubt and self.on_in_doubt is not None:
+            self.on_in_doubt(len(in_doubt))
         if rows:
             session.execute(
                 update(Outbox)
                 .where(col(Outbox.id).in_([r.id for r in rows]))
-                .values(claimed_until=now + self.lease)
+                .values(claimed_until=now + self.lease, claimed_by=self.instance)
             )
         return rows
 

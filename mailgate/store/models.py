@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -185,6 +194,10 @@ class Outbox(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime = Field(sa_column=_ts(index=True))
     claimed_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # The instance that leased the row last (migration 0011): recorded before it sends.
+    claimed_by: str = Field(
+        default="", sa_column=Column(String(200), nullable=False, server_default="")
+    )
     last_error: str = Field(default="", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(sa_column=_ts(index=True))
     sent_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
@@ -235,6 +248,17 @@ class RateEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     key: str = Field(index=True, max_length=400)
     created_at: datetime = Field(sa_column=_ts(index=True))
+
+
+class Lease(SQLModel, table=True):
+    """One thing only one instance may do at a time (a scheduled job, an IMAP mailbox), held
+    until `expires_at` unless renewed (services/leases.py, migration 0011)."""
+
+    name: str = Field(primary_key=True, max_length=200)  # "job:auto_resolve", "imap:..."
+    holder: str = Field(max_length=200)  # the instance id
+    expires_at: datetime = Field(sa_column=_ts())
+    acquired_at: datetime = Field(sa_column=_ts())
+    generation: int = Field(default=1)  # raised each time it changes hands (fencing token)
 
 
 class ImapCursor(SQLModel, table=True):
