@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import secrets
 import threading
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -16,6 +17,7 @@ from mailgate.clock import Clock
 from mailgate.core.enums import Role
 from mailgate.core.tokens import ACTIVATE, RESET, LinkTokens
 from mailgate.services.outbox import Mailer
+from mailgate.store.db import insert_values
 from mailgate.store.models import Account, Outbox, WebSession
 
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -104,18 +106,32 @@ class Accounts:
             if not account.name and name:
                 account.name = name[:200]
             return account, False
-        account = Account(
-            email=normalise_email(email),
-            name=name[:200],
-            role=Role.CUSTOMER,
-            security_stamp=secrets.token_hex(16),
-            locale=locale or self.default_locale,
-            created_at=self.clock.now(),
-        )
+        account = Account(**self._new_customer(email, name, locale))
         session.add(account)
         session.flush()
         logs.info("account.created", account=account.id, email=account.email)
         return account, True
+
+    def create_customer(
+        self, session: Session, email: str, name: str = "", locale: str | None = None
+    ) -> Account:
+        """A customer account for an address the caller found none for, in one Core INSERT
+        (a first contact makes one for every mail): a read-only snapshot, not a tracked row.
+        `find_or_create_customer` for an account the caller then changes."""
+        values = self._new_customer(email, name, locale)
+        account = insert_values(session, Account, **values)
+        logs.info("account.created", account=account.id, email=account.email)
+        return account
+
+    def _new_customer(self, email: str, name: str, locale: str | None) -> dict[str, Any]:
+        return {
+            "email": normalise_email(email),
+            "name": name[:200],
+            "role": Role.CUSTOMER,
+            "security_stamp": secrets.token_hex(16),
+            "locale": locale or self.default_locale,
+            "created_at": self.clock.now(),
+        }
 
     def add_agent(self, session: Session, email: str, name: str) -> Account:
         """Makes (or promotes) an agent; an agent removed before is enabled again."""

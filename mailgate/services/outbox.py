@@ -67,7 +67,7 @@ from mailgate.services.outbound_limits import (
     digest_due,
 )
 from mailgate.services.render import MailRenderer
-from mailgate.store.db import insert_row
+from mailgate.store.db import insert_values
 from mailgate.store.models import Outbox
 
 
@@ -140,7 +140,9 @@ class Mailer:
         first_contact: bool,
     ) -> Outbox:
         """A row with nothing to send: a mail not sent (failed) or held for a digest (queued)."""
-        row = Outbox(
+        return insert_values(
+            session,
+            Outbox,
             kind=kind,
             to_addr=to_addr,
             ticket_id=ticket_id,
@@ -154,7 +156,6 @@ class Mailer:
             reason=reason,
             first_contact=first_contact,
         )
-        return insert_row(session, row)  # type: ignore[no-any-return]
 
     def queue(
         self,
@@ -260,7 +261,10 @@ class Mailer:
             auto_submitted=auto_submitted if automatic else None,
             attachments=attachments,
         )
-        row = Outbox(
+        # One Core INSERT (a read-only snapshot back): on the writer's path for every mail.
+        row = insert_values(
+            session,
+            Outbox,
             kind=kind,
             to_addr=to_addr,
             subject="",  # rendered by the sender
@@ -277,7 +281,6 @@ class Mailer:
             reason=reason,
             first_contact=first_contact,
         )
-        insert_row(session, row)  # one Core INSERT: on the writer's path for every mail
         if reason:
             logs.warning(
                 "outbox.delayed", message_id=row.message_id, kind=kind, to=to_addr, reason=reason

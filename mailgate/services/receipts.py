@@ -51,7 +51,7 @@ def claim_receipt(
     now: datetime,
 ) -> int | None:
     """The new receipt's id, or None when this key was already recorded: create nothing."""
-    name = session.get_bind().dialect.name
+    conn = session.connection()
     values = {
         "dedupe_key": key,
         "message_id": message_id[:998],
@@ -63,15 +63,13 @@ def claim_receipt(
         "decided_by": "",
         "received_at": now,
     }
-    return session.execute(
-        _CLAIM["postgresql" if name == "postgresql" else "sqlite"], values
-    ).scalar()
+    return conn.execute(_CLAIM[conn.dialect.name], values).scalar()
 
 
 def record_decision(
     session: Session, receipt_id: int, outcome: Outcome, ticket_id: int | None, step: Step
 ) -> None:
-    session.execute(
+    session.connection().execute(
         _DECIDE,
         {
             "receipt_id": receipt_id,

@@ -26,7 +26,7 @@ from mailgate.services.file_links import make_file_token
 from mailgate.services.incoming import Incoming, NewAttachment
 from mailgate.services.outbox import Mailer
 from mailgate.store.blobs import BlobStore
-from mailgate.store.db import insert_row
+from mailgate.store.db import insert_values
 from mailgate.store.models import (
     Account,
     Attachment,
@@ -38,6 +38,10 @@ from mailgate.store.models import (
 )
 
 __all__ = ["Conversations", "Incoming", "NewAttachment"]
+
+# Built once (its cache key kept): every new ticket and reply looks the agents up.
+_ACCOUNT: Any = Account.__table__  # type: ignore[attr-defined]
+_AGENTS = select(*_ACCOUNT.columns).where(_ACCOUNT.c.role == Role.AGENT).order_by(_ACCOUNT.c.id)
 
 
 class Conversations:
@@ -153,9 +157,46 @@ class Conversations:
         matched_by: str,
         unverified_sender: bool = False,
     ) -> Message:
+        """A message on a ticket of the session's (its times move with it)."""
         now = self.clock.now()
-        msg = Message(
-            ticket_id=ticket.id or 0,
+        msg = self.insert_message(
+            session,
+            ticket.id or 0,
+            incoming,
+            author=author,
+            role=role,
+            internal=internal,
+            body_text=body_text,
+            matched_by=matched_by,
+            unverified_sender=unverified_sender,
+            now=now,
+        )
+        ticket.updated_at = now
+        if not internal and not incoming.automatic:
+            ticket.last_exchange_at = now
+        session.add(ticket)
+        return msg
+
+    def insert_message(
+        self,
+        session: Session,
+        ticket_id: int,
+        incoming: Incoming,
+        *,
+        author: Account | None,
+        role: str,
+        internal: bool,
+        body_text: str,
+        matched_by: str,
+        now: datetime,
+        unverified_sender: bool = False,
+    ) -> Message:
+        """The message and its attachments' rows, one Core INSERT each (every message goes
+        through here); the ticket's times are the caller's to move."""
+        msg = insert_values(
+            session,
+            Message,
+            ticket_id=ticket_id,
             author_id=author.id if author else None,
             role=role,
             internal=internal,
@@ -174,23 +215,16 @@ class Conversations:
             unverified_sender=unverified_sender,
             created_at=now,
         )
-        insert_row(session, msg)  # one Core INSERT: every message goes through here
         for part in incoming.attachments:
-            digest = self.blobs.put(part.payload)
-            insert_row(
+            insert_values(
                 session,
-                Attachment(
-                    message_pk=msg.id or 0,
-                    filename=_display_name(part.filename),
-                    content_type=part.content_type[:255],
-                    size=len(part.payload),
-                    sha256=digest,
-                ),
+                Attachment,
+                message_pk=msg.id or 0,
+                filename=_display_name(part.filename),
+                content_type=part.content_type[:255],
+                size=len(part.payload),
+                sha256=self.blobs.put(part.payload),
             )
-        ticket.updated_at = now
-        if not internal and not incoming.automatic:
-            ticket.last_exchange_at = now
-        session.add(ticket)
         return msg
 
     def _agents_to_notify(self, session: Session, ticket: Ticket) -> Sequence[Account]:
@@ -198,8 +232,10 @@ class Conversations:
             agent = session.get(Account, ticket.assignee_id)
             if agent is not None and agent.role == Role.AGENT:
                 return [agent]
-        agents = select(Account).where(Account.role == Role.AGENT).order_by(col(Account.id))
-        return list(session.exec(agents))
+        # Read-only snapshots from one Core SELECT: a notification only reads its agent.
+        return [
+            Account.model_construct(**row._mapping) for row in session.connection().execute(_AGENTS)
+        ]
 
     def _notify_agents(
         self,
@@ -297,6 +333,30 @@ class Conversations:
 
     # -- use cases -----------------------------------------------------------------------
 
+    def _requester(
+        self, session: Session, incoming: Incoming, requester: Account | Unset | None
+    ) -> tuple[Account, bool]:
+        """(the sender's account, made just now?). A new one is one INSERT (a read-only
+        snapshot: nothing changes it in the transaction that made it); a known one is the
+        session's row, which may learn the sender's name and language."""
+        found = (
+            self.accounts.find(session, incoming.from_addr)
+            if isinstance(requester, Unset)
+            else requester
+        )
+        if found is None:
+            made = self.accounts.create_customer(
+                session, incoming.from_addr, incoming.from_name, incoming.locale
+            )
+            return made, True
+        return self.accounts.find_or_create_customer(
+            session,
+            incoming.from_addr,
+            incoming.from_name,
+            incoming.locale,
+            found=found,
+        )
+
     def open_ticket(
         self,
         session: Session,
@@ -310,14 +370,16 @@ class Conversations:
     ) -> tuple[Ticket, Message]:
         """A new ticket with its customer account (created if needed) and its first message.
         `requester`: the sender's account as the caller already found it (None: none)."""
-        customer, created = self.accounts.find_or_create_customer(
-            session, incoming.from_addr, incoming.from_name, incoming.locale, found=requester
-        )
+        customer, created = self._requester(session, incoming, requester)
         now = self.clock.now()
         # A follow-up carries on the closed ticket: its subject (not "Re: [#3] ..."), its
         # category and the agent who had it.
         subject = follow_up_of.subject if follow_up_of else incoming.subject
-        ticket = Ticket(
+        # One Core INSERT each for the ticket and its first message: neither changes again in
+        # this transaction (a snapshot, not a tracked object; see store.db.insert_values).
+        ticket = insert_values(
+            session,
+            Ticket,
             subject=(subject or "(no subject)")[:1000],
             status=TicketStatus.NEW,
             requester_id=customer.id or 0,
@@ -331,18 +393,17 @@ class Conversations:
             assignee_id=follow_up_of.assignee_id if follow_up_of else None,
             **(extra or {}),
         )
-        session.add(ticket)
-        session.flush()
         body = strip_quotes(incoming.text) if follow_up_of else incoming.text.strip()
-        msg = self.store_message(
+        msg = self.insert_message(
             session,
-            ticket,
+            ticket.id or 0,
             incoming,
             author=customer,
             role=Role.CUSTOMER,
             internal=False,
             body_text=body,
             matched_by="follow-up" if follow_up_of else "new",
+            now=now,
         )
         self._record_ccs(session, ticket, incoming)
         logs.info(

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic_core import PydanticUndefined
 from sqlalchemy import Engine, Insert, Table, create_engine, event, insert, inspect
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session, SQLModel
 
 from mailgate.errors import TempFailure
@@ -168,18 +170,46 @@ def _is_integrity(exc: DBAPIError) -> bool:
     return isinstance(exc, IntegrityError)
 
 
-_INSERTS: dict[Table, tuple[Insert, tuple[str, ...]]] = {}
+M = TypeVar("M", bound=SQLModel)
 
 
-def insert_row(session: Session, row: SQLModel) -> Any:
-    """INSERT `row` with one Core statement and return it with its id: a fraction of the ORM
-    unit of work's cost, for rows the single writer adds to every message and never changes
-    in the same transaction (messages, outbox rows, events). The row stays out of the
-    session: a snapshot, not a tracked object."""
-    table: Table = type(row).__table__  # type: ignore[attr-defined]
-    if table not in _INSERTS:
-        fields = tuple(c.name for c in table.columns if c.name != "id")
-        _INSERTS[table] = (insert(table).returning(table.c.id), fields)
-    statement, fields = _INSERTS[table]
-    row.id = session.execute(statement, {f: getattr(row, f) for f in fields}).scalar_one()  # type: ignore[attr-defined]
-    return row
+class _RowInsert:
+    """One table's INSERT ... RETURNING id, built once, with its columns' Python defaults."""
+
+    def __init__(self, model: type[SQLModel]) -> None:
+        configure_mappers()  # a snapshot reads its fields through the mapped attributes
+        table: Table = model.__table__  # type: ignore[attr-defined]
+        fields = model.model_fields
+        self.columns = frozenset(
+            c.name for c in table.columns if c.name != "id" and c.name in fields
+        )
+        self.defaults = {
+            name: fields[name].default
+            for name in self.columns
+            if fields[name].default is not PydanticUndefined
+        }
+        self.statement: Insert = insert(table).returning(table.c.id)
+
+
+_INSERTS: dict[type[SQLModel], _RowInsert] = {}
+
+
+def insert_values(session: Session, model: type[M], **values: Any) -> M:
+    """INSERT one row of `model` from plain values (the model's defaults fill the rest) with one
+    Core statement built once, and return a read-only snapshot of it with its id.
+
+    For rows the single writer adds and never changes in the same transaction (accounts and
+    tickets a first contact makes, messages, attachments, outbox rows): no model validation,
+    no unit of work, no flush (~0.2 ms a row the ORM's way, ~0.07 ms this way). The snapshot
+    is not in the session: its fields read as a row's do, and setting one raises
+    (AttributeError) rather than being silently lost. Load the row (`session.get`) to change
+    it."""
+    spec = _INSERTS.get(model)
+    if spec is None:
+        spec = _INSERTS[model] = _RowInsert(model)
+    unknown = values.keys() - spec.columns
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column {', '.join(sorted(unknown))}")
+    row = {**spec.defaults, **values}
+    row_id = session.connection().execute(spec.statement, row).scalar_one()
+    return model.model_construct(id=row_id, **row)
