@@ -15,6 +15,7 @@ from pathlib import Path
 from mailgate.clock import Clock, SystemClock
 from mailgate.config import Config
 from mailgate.core.addresses import AddressBook
+from mailgate.core.language_detect import parser_for
 from mailgate.core.tokens import LinkTokens
 from mailgate.core.verification import DEFAULT_RULES
 from mailgate.errors import ConfigError
@@ -88,9 +89,8 @@ def build_for_ingest(config: Config, clock: Clock | None = None) -> Core:
     keys = Keys(load_secret(config.mailgate.secret_key, config.secret_file))
     db = Database(config.database.url)
     blobs = blob_store(config)
-    mailer = Mailer(
-        mail_settings(config), MailRenderer(TEMPLATES, config.mailgate.default_locale), clock
-    )
+    renderer = MailRenderer(TEMPLATES, config.mailgate.default_locale)
+    mailer = Mailer(mail_settings(config), renderer, clock)
     links = LinkTokens(keys.key(Purpose.LINKS), clock.now)
     accounts = Accounts(mailer, links, clock, config.mailgate.default_locale)
     addresses = AddressBook(config.support_address, dict(config.addresses.categories))
@@ -104,6 +104,7 @@ def build_for_ingest(config: Config, clock: Clock | None = None) -> Core:
         articles_in_confirmation=config.helpcentre.suggest_in_confirmation,
     )
     ingestor = Ingestor(
+        parse=parser_for(renderer.locales),  # with the language of the text (issue 15)
         db=db,
         blobs=blobs,
         conversations=conversations,

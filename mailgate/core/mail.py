@@ -87,6 +87,9 @@ class InboundMail:
     # From could name more than one person (several addresses, several From fields, an
     # address-like display name outside quotes): the mail then counts as from a stranger.
     sender_ambiguous: bool = False
+    # The language of the text the writer wrote (core/language.py, in the parse worker), among
+    # the configured locales; None when it cannot be told (too short, mixed, not detected).
+    detected_locale: str | None = None
 
     def header(self, name: str) -> str | None:
         wanted = name.lower()

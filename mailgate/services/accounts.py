@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from mailgate import logs
 from mailgate.clock import Clock
 from mailgate.core.enums import Role
+from mailgate.core.language import Source, remembered
 from mailgate.core.tokens import ACTIVATE, RESET, LinkTokens
 from mailgate.services.outbox import Mailer
 from mailgate.store.db import insert_values
@@ -98,38 +99,55 @@ class Accounts:
         locale: str | None = None,
         *,
         found: Account | Unset | None = UNSET,
+        locale_source: Source = Source.HEADER,
     ) -> tuple[Account, bool]:
         """(account, created). `found`: the caller already looked the address up in this
-        transaction (None: no account), so it is not looked up twice."""
+        transaction (None: no account), so it is not looked up twice. `locale` (from
+        `locale_source`) is remembered if it is better evidence than what the account has."""
         account = self.find(session, email) if isinstance(found, Unset) else found
+        if locale is None:
+            locale_source = Source.DEFAULT
         if account is not None:
             if not account.name and name:
                 account.name = name[:200]
+            if locale is not None:
+                account.locale, account.locale_source = remembered(
+                    account.locale, account.locale_source, locale, locale_source
+                )
             return account, False
-        account = Account(**self._new_customer(email, name, locale))
+        account = Account(**self._new_customer(email, name, locale, locale_source))
         session.add(account)
         session.flush()
         logs.info("account.created", account=account.id, email=account.email)
         return account, True
 
     def create_customer(
-        self, session: Session, email: str, name: str = "", locale: str | None = None
+        self,
+        session: Session,
+        email: str,
+        name: str = "",
+        locale: str | None = None,
+        *,
+        locale_source: Source = Source.HEADER,
     ) -> Account:
         """A customer account for an address the caller found none for, in one Core INSERT
         (a first contact makes one for every mail): a read-only snapshot, not a tracked row.
         `find_or_create_customer` for an account the caller then changes."""
-        values = self._new_customer(email, name, locale)
+        values = self._new_customer(email, name, locale, locale_source)
         account = insert_values(session, Account, **values)
         logs.info("account.created", account=account.id, email=account.email)
         return account
 
-    def _new_customer(self, email: str, name: str, locale: str | None) -> dict[str, Any]:
+    def _new_customer(
+        self, email: str, name: str, locale: str | None, locale_source: Source
+    ) -> dict[str, Any]:
         return {
             "email": normalise_email(email),
             "name": name[:200],
             "role": Role.CUSTOMER,
             "security_stamp": secrets.token_hex(16),
             "locale": locale or self.default_locale,
+            "locale_source": locale_source if locale else Source.DEFAULT,
             "created_at": self.clock.now(),
         }
 

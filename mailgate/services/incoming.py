@@ -32,3 +32,4 @@ class Incoming:
     # our own checks): only then may mail to a never-heard-from address echo their text.
     sender_verified: bool = False
     sender_auth: str = ""  # the verdict recorded on the message: pass | fail | none | ""
+    detected_locale: str | None = None  # the language of the text they wrote (issue 15)

@@ -632,4 +632,5 @@ class Ingestor:
             automatic=automatic,
             sender_verified=trust.verified,
             sender_auth=trust.verdict,
+            detected_locale=mail.detected_locale,
         )

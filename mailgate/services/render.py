@@ -4,6 +4,10 @@ The sender renders every mail it sends, so templates are compiled once and kept:
 environment never re-checks files on disk (`auto_reload=False`), and each (locale, kind) keeps
 its three templates, the missing HTML of a text-only kind included. A changed template is
 picked up at the next start.
+
+The locales are data: every folder of templates/mail/ is a language mail is written in (the
+portal offers those that also have a catalogue, templates/portal/i18n/<locale>.json; a test
+checks both lists are the same).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from jinja2 import (
     select_autoescape,
 )
 
-LOCALES = ("fr", "en")
+
+def available_locales(templates_dir: Path) -> tuple[str, ...]:
+    """The locales mail has templates for (the folders of templates/mail/), in name order."""
+    return tuple(sorted(f.name for f in (templates_dir / "mail").iterdir() if f.is_dir()))
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,9 @@ class _Kind:
 
 class MailRenderer:
     def __init__(self, templates_dir: Path, default_locale: str = "fr") -> None:
+        self.locales = available_locales(templates_dir)
+        if default_locale not in self.locales:
+            raise ValueError(f"default_locale {default_locale!r} has no templates/mail folder")
         self.default_locale = default_locale
         self.env = Environment(
             loader=FileSystemLoader(str(templates_dir / "mail")),
@@ -51,7 +61,7 @@ class MailRenderer:
         self._kinds: dict[tuple[str, str], _Kind] = {}
 
     def locale_for(self, locale: str | None) -> str:
-        return locale if locale in LOCALES else self.default_locale
+        return locale if locale in self.locales else self.default_locale
 
     def _templates(self, lang: str, kind: str) -> _Kind:
         found = self._kinds.get((lang, kind))

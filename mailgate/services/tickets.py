@@ -17,6 +17,7 @@ from mailgate.clock import Clock
 from mailgate.core import lifecycle
 from mailgate.core.addresses import AddressBook
 from mailgate.core.enums import Role, TicketStatus
+from mailgate.core.language import best_evidence
 from mailgate.core.quotes import strip_quotes
 from mailgate.core.tokens import make_reply_token
 from mailgate.services.accounts import UNSET, Accounts, Unset
@@ -339,6 +340,7 @@ class Conversations:
         """(the sender's account, made just now?). A new one is one INSERT (a read-only
         snapshot: nothing changes it in the transaction that made it); a known one is the
         session's row, which may learn the sender's name and language."""
+        locale, source = best_evidence(incoming.locale, incoming.detected_locale)
         found = (
             self.accounts.find(session, incoming.from_addr)
             if isinstance(requester, Unset)
@@ -346,15 +348,16 @@ class Conversations:
         )
         if found is None:
             made = self.accounts.create_customer(
-                session, incoming.from_addr, incoming.from_name, incoming.locale
+                session, incoming.from_addr, incoming.from_name, locale, locale_source=source
             )
             return made, True
         return self.accounts.find_or_create_customer(
             session,
             incoming.from_addr,
             incoming.from_name,
-            incoming.locale,
+            locale,
             found=found,
+            locale_source=source,
         )
 
     def open_ticket(

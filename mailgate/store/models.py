@@ -30,6 +30,12 @@ class Account(SQLModel, table=True):
     # Rotated on every password change: signed links that carry the old stamp stop working.
     security_stamp: str = Field(default="", max_length=64)
     locale: str = Field(default="fr", max_length=8)
+    # Where `locale` came from (migration 0010, core/language.Source): better evidence replaces
+    # worse, and only the person's own choice replaces a choice.
+    locale_source: str = Field(default="default", max_length=16)
+    # The person's time zone (IANA name) as their browser or the account page gave it; "" is
+    # not known yet: pages use the browser's, mail uses [mailgate] default_timezone.
+    timezone: str = Field(default="", max_length=64)
     created_at: datetime = Field(sa_column=_ts())
     activated_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     # Set by `mailgate agent remove` (migration 0006): no sign-in, no link, no reply token.
