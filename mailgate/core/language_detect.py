@@ -20,8 +20,8 @@ from mailgate.core.quotes import strip_quotes
 
 MIN_LETTERS = 20  # fewer letters than this: too little text to tell
 MIN_CONFIDENCE = 0.8  # the best language's share of the two (or more) candidates
-SAMPLE_CHARS = 400  # the first characters of the new text are enough, and bound the cost
-QUOTE_SCAN_CHARS = 8000  # quoted history is looked for in the mail's beginning only
+SAMPLE_CHARS = 300  # the first characters of the new text are enough, and bound the cost
+QUOTE_SCAN_CHARS = 2000  # quoted history is looked for in the mail's beginning only
 
 
 @lru_cache(maxsize=4)
