@@ -70,7 +70,7 @@ from mailgate.services.tickets import Conversations
 from mailgate.services.websessions import WebSessions
 from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
-from mailgate.wiring import mail_settings, sender_verifier
+from mailgate.wiring import blob_store, mail_settings, sender_verifier
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -113,7 +113,7 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
     clock = clock or SystemClock()
     keys = app_keys(config)
     db = Database(config.database.url)
-    blobs = BlobStore(config.data_dir / "blobs")
+    blobs = blob_store(config)  # [blobs] url: a local folder or an S3-compatible store
     renderer = MailRenderer(TEMPLATES, config.mailgate.default_locale)
     settings = mail_settings(config)
     mailer = Mailer(settings, renderer, clock)

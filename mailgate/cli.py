@@ -532,6 +532,41 @@ def cmd_jobs_run(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_blobs_migrate(args: argparse.Namespace) -> int:
+    """Copy every blob of `[blobs] url` to --to URL (e.g. a local folder to an object store),
+    checking each copy's sha256; blobs already there are skipped, so a re-run copies nothing."""
+    from pathlib import Path
+
+    from mailgate.store.blobs import copy_all, open_store
+    from mailgate.wiring import blob_store
+
+    cfg = config_mod.load(args.config)
+    source = blob_store(cfg)
+    to = args.to
+    if to.startswith("file:") and not Path(to[len("file:") :]).is_absolute():
+        to = f"file:{Path.cwd() / to[len('file:') :]}"
+    try:
+        target = open_store(to, cfg.data_dir / "blob-cache")
+    except ValueError as exc:
+        raise ConfigError(f"--to: {exc}") from None
+    if target.describe() == source.describe():
+        raise ConfigError("--to: that is the store [blobs] url already names")
+    ensure = getattr(target, "ensure_bucket", None)
+    if ensure is not None:
+        ensure()
+    try:
+        report = copy_all(source, target)
+    except ValueError as exc:
+        print(f"mailgate: blobs migrate: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    _output(
+        args,
+        {"from": source.describe(), "to": target.describe(), "copied": report.copied,
+         "already_there": report.present, "bytes": report.bytes},
+    )  # fmt: skip
+    return EX_OK
+
+
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from mailgate.services.quarantine import QuarantineService
 
@@ -731,6 +766,13 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
     jr = add("run", cmd_jobs_run, "run every job once", jobs)
     jr.add_argument("--now", help="ISO 8601 time to run as")
     jr.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    blobs = sub.add_parser("blobs", help="raw mail and attachments").add_subparsers(
+        dest="sub", required=True
+    )
+    bm = add("migrate", cmd_blobs_migrate, "copy every blob to another store, verified", blobs)
+    bm.add_argument("--to", required=True, help='"file:PATH" or "s3://BUCKET/PREFIX?endpoint=..."')
+    bm.add_argument("--json", action="store_true", help="print the report as JSON")
 
     q = sub.add_parser("quarantine", help="mail kept aside").add_subparsers(
         dest="action", required=True

@@ -26,7 +26,7 @@ from mailgate.services.outbox import Mailer, MailSettings
 from mailgate.services.render import MailRenderer
 from mailgate.services.sender_trust import SenderVerifier
 from mailgate.services.tickets import Conversations
-from mailgate.store.blobs import BlobStore
+from mailgate.store.blobs import BlobStore, open_store
 from mailgate.store.db import Database
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -78,8 +78,10 @@ def sender_verifier(config: Config) -> SenderVerifier | None:
 
 
 def blob_store(config: Config) -> BlobStore:
-    """Where raw mail and attachments are kept (`ticket attachment` reads them too)."""
-    return BlobStore(config.data_dir / "blobs")
+    """Where raw mail and attachments are kept (`ticket attachment` reads them too): `[blobs]
+    url`, a local folder or an S3-compatible object store (then data_dir/blob-cache holds
+    temporary files and read-through copies)."""
+    return open_store(config.blobs.url, config.data_dir / "blob-cache")
 
 
 def build_for_ingest(config: Config, clock: Clock | None = None) -> Core:

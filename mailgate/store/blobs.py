@@ -8,6 +8,12 @@ Big payloads need not be in memory whole: `writer()` takes them piece by piece (
 worker decodes a 25 MB attachment into one), and `put` of a `BlobRef` (a blob written so) only
 checks that it is there. `spool()` is scratch space on the same disk for a DATA too big to
 hold in memory while it is read.
+
+Two implementations, chosen by `[blobs] url` (`open_store`): `BlobStore`, a local directory
+(one instance, the default), and `S3BlobStore` (store/blobs_s3.py), an S3-compatible object
+store shared by several instances. Both offer the same methods; `path()` of the object store
+is a local, verified copy read through once (streamed to disk, never held in memory), so the
+portal serves attachments from a file either way. `copy_all` is `mailgate blobs migrate`.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from mailgate.core.mail import BlobRef
 from mailgate.errors import TempFailure
@@ -32,6 +39,10 @@ class BlobStore:
         self.root = root
 
     def path(self, sha256: str) -> Path:
+        """The blob as a local file (to serve it, or read it whole)."""
+        return self.local_path(sha256)
+
+    def local_path(self, sha256: str) -> Path:
         if not _HEX64.match(sha256):
             raise ValueError("not a sha256 hex digest")
         return self.root / sha256[:2] / sha256[2:4] / sha256
@@ -69,6 +80,83 @@ class BlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).exists()
 
+    def stream(self, sha256: str, chunk: int = SPOOL_BUFFER) -> Iterator[bytes]:
+        """The blob's bytes piece by piece (a big one is never whole in memory)."""
+        with open(self.path(sha256), "rb") as fh:
+            while piece := fh.read(chunk):
+                yield piece
+
+    def digests(self) -> Iterator[str]:
+        """Every blob stored (for `mailgate blobs migrate`)."""
+        if not self.root.is_dir():
+            return
+        for top in sorted(self.root.iterdir()):
+            if not (top.is_dir() and len(top.name) == 2):
+                continue
+            for mid in sorted(top.iterdir()):
+                for item in sorted(mid.iterdir()):
+                    if _HEX64.match(item.name):
+                        yield item.name
+
+    def describe(self) -> str:
+        return f"file:{self.root}"
+
+    def _install(self, tmp: str, fh: IO[bytes], digest: str) -> None:
+        """Put a complete temporary file in place as blob `digest` (BlobWriter.commit)."""
+        target = self.local_path(digest)
+        if target.exists():
+            fh.close()
+            os.unlink(tmp)
+            return
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+
+
+class CopyReport(NamedTuple):
+    copied: int
+    present: int  # already in the target (a re-run copies nothing twice)
+    bytes: int
+
+
+def copy_all(
+    source: BlobStore, target: BlobStore, progress: Callable[[str], None] | None = None
+) -> CopyReport:
+    """Copy every blob of `source` missing from `target`, streaming, and check that what the
+    target stored hashes to the blob's name (a mismatch raises ValueError: a corrupt source
+    blob, or a bad copy). Idempotent: blobs already there are counted, not copied."""
+    copied = present = size = 0
+    for digest in source.digests():
+        if target.exists(digest):
+            present += 1
+            continue
+        with target.writer() as writer:
+            for piece in source.stream(digest):
+                writer.write(piece)
+            if writer.hexdigest() != digest:
+                raise ValueError(f"blob {digest}: its bytes hash to {writer.hexdigest()}")
+            ref = writer.commit()
+        copied += 1
+        size += ref.size
+        if progress is not None:
+            progress(digest)
+    return CopyReport(copied, present, size)
+
+
+def open_store(url: str, scratch: Path) -> BlobStore:
+    """The store `[blobs] url` names: "file:PATH" or "s3://BUCKET/PREFIX?endpoint=...".
+    `scratch` is local room for the object store's temporary files and read-through copies."""
+    if url.startswith("file:"):
+        return BlobStore(Path(url[len("file:") :]))
+    if url.startswith("s3://"):
+        from mailgate.store.blobs_s3 import S3BlobStore  # boto3: only when configured
+
+        return S3BlobStore(url, scratch)
+    raise ValueError(f"blob store URL: expected file: or s3://, got {url!r}")
+
 
 class BlobWriter:
     """A temporary file in the store's root, hashed as it is written; commit() fsyncs it and
@@ -99,22 +187,15 @@ class BlobWriter:
         except OSError as exc:
             raise TempFailure(f"blob store: {exc.strerror or exc}") from exc
 
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
     def commit(self) -> BlobRef:
         assert self._fh is not None, "use BlobWriter in a with block"
         digest = self._hash.hexdigest()
-        target = self.store.path(digest)
         fh, self._fh = self._fh, None
         try:
-            if target.exists():
-                fh.close()
-                os.unlink(self._tmp)
-            else:
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self._tmp, target)
-                _fsync_dir(target.parent)
+            self.store._install(self._tmp, fh, digest)
         except OSError as exc:  # disk full, read-only, permissions: try again later
             fh.close()
             with contextlib.suppress(OSError):
