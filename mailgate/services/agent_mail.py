@@ -274,7 +274,7 @@ class AgentDesk:
                 ticket,
                 person,
                 "agent_reply",
-                locale=ticket.locale,
+                locale=person.locale,  # each in their own language (issue 15)
                 in_reply_to=last_customer,
                 references=refs,
                 from_name=agent.name or None,

@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from mailgate import logs
 from mailgate.core.enums import Role
+from mailgate.core.language import Source
 from mailgate.core.tokens import ACTIVATE, RESET
 from mailgate.services import ratelimit as rl
 from mailgate.services.accounts import Accounts, normalise_email
@@ -167,7 +168,39 @@ class PortalAccounts:
 
     # -- sign-up and links ---------------------------------------------------------------
 
-    def sign_up(self, name: str, email: str, captcha: str, ip: str, locale: str) -> Outcome:
+    # -- language and time zone (issue 15) -----------------------------------------------
+
+    def choose_language(self, account_id: int, locale: str) -> None:
+        """The person chose their language in the portal: it wins over everything else."""
+
+        def job(session: Session) -> None:
+            account = session.get(Account, account_id)
+            if account is not None:
+                account.locale, account.locale_source = locale, Source.CHOSEN
+                session.add(account)
+
+        self.write(job)
+
+    def set_timezone(self, account_id: int, zone: str) -> None:
+        """`zone` must already be a known IANA name (the adapter checks it)."""
+
+        def job(session: Session) -> None:
+            account = session.get(Account, account_id)
+            if account is not None and account.timezone != zone:
+                account.timezone = zone
+                session.add(account)
+
+        self.write(job)
+
+    def sign_up(
+        self,
+        name: str,
+        email: str,
+        captcha: str,
+        ip: str,
+        locale: str,
+        locale_source: Source = Source.BROWSER,
+    ) -> Outcome:
         """Always the same answer for a new or a known address: an activation mail goes to a
         new (or never activated) account, a reset mail to an active one."""
         name, email = " ".join(name.split()), normalise_email(email)
@@ -197,7 +230,9 @@ class PortalAccounts:
             )
             if not verdict.ok:
                 return _refused(verdict, by_ip=rl.SIGN_UP_PER_IP)
-            account, created = self.accounts.find_or_create_customer(session, email, name, locale)
+            account, created = self.accounts.find_or_create_customer(
+                session, email, name, locale, locale_source=locale_source
+            )
             if account.password_hash is None:
                 queued = _queued(self.accounts.queue_activation, session, account, "activation")
             else:

@@ -560,7 +560,7 @@ class Conversations:
             ticket,
             requester,
             "auto_resolved",
-            locale=ticket.locale,
+            locale=requester.locale,  # what they speak now, if they chose since (issue 15)
             in_reply_to=refs[-1] if refs else None,
             references=refs,
             context={"days": days},

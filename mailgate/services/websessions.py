@@ -31,6 +31,7 @@ class SignedIn:
     name: str
     locale: str
     csrf_token: str
+    timezone: str = ""  # IANA name, "" until the browser or the account page gave one
 
 
 def session_id(cookie: str, key: bytes = b"") -> str:
@@ -90,4 +91,5 @@ class WebSessions:
             name=account.name,
             locale=account.locale,
             csrf_token=row.csrf_token,
+            timezone=account.timezone,
         )

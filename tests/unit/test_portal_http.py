@@ -30,7 +30,8 @@ TEMPLATES = CATALOGS.parent
     ],
 )
 def test_negotiate(header: str, expected: str) -> None:
-    assert negotiate(header, "fr") == expected
+    assert negotiate(header, "fr", ("en", "fr")) == expected
+    assert negotiate(header, "fr", ("fr",)) == "fr"  # only the catalogues present count
 
 
 def test_catalogs_have_the_same_keys_and_every_key_a_template_uses() -> None:

@@ -14,7 +14,13 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from mailgate import logs
-from mailgate.adapters.portal import routes_auth, routes_help, routes_oidc, routes_tickets
+from mailgate.adapters.portal import (
+    routes_account,
+    routes_auth,
+    routes_help,
+    routes_oidc,
+    routes_tickets,
+)
 from mailgate.adapters.portal.i18n import Catalogs
 from mailgate.adapters.portal.security import BodyLimit, CookiePolicy, Csrf, SecurityHeaders
 from mailgate.adapters.portal.web import PortalSettings, Site, visit
@@ -46,6 +52,7 @@ def create_app(
             *extra_routes,
             *routes_help.routes(),  # first: its "/" (the help-centre home) wins
             *routes_auth.routes(),
+            *routes_account.routes(),  # language and time zone (issue 15)
             *routes_oidc.routes(site),  # sign-in with OpenID Connect providers (issue 14)
             *routes_tickets.routes(),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

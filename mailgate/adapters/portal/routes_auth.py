@@ -75,7 +75,13 @@ async def signup_page(v: Visit) -> Response:
 async def signup(v: Visit, form: FormData) -> Response:
     name, email = text(form, "name"), text(form, "email")
     outcome: Outcome = await run_in_threadpool(
-        v.site.portal.accounts.sign_up, name, email, text(form, "altcha"), v.client_ip, v.locale
+        v.site.portal.accounts.sign_up,
+        name,
+        email,
+        text(form, "altcha"),
+        v.client_ip,
+        v.locale,
+        v.locale_source,
     )
     if outcome.status in ("ok", "already_sent", "not_sent"):
         return _mail_page(v, "signup", outcome)

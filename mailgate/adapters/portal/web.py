@@ -17,14 +17,17 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from mailgate.adapters.portal.i18n import LOCALES, Catalogs, negotiate
+from mailgate.adapters.portal.i18n import Catalogs, negotiate, zone_or_none
 from mailgate.adapters.portal.security import CookiePolicy, Csrf, same_origin_post
+from mailgate.core.language import Source
 from mailgate.services.portal import Portal
 from mailgate.services.portal_views import AttachmentView, Pages
 from mailgate.services.websessions import SignedIn
 
 MAX_FORM_FIELDS = 50
 MAX_FORM_FILES = 20
+LANG_COOKIE = "mg_lang"  # a visitor's choice of language, until they sign in (then: the account)
+ZONE_COOKIE = "mg_tz"  # the browser's time zone, written by static/localtime.js
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class Visit:
     anon_cookie: str | None
     new_anon_cookie: bool = False
     agent: bool = False  # signed in as an agent: the queue and the agent's ticket pages
+    locale_source: Source = Source.DEFAULT  # how `locale` was decided (for a new account)
+    zone: ZoneInfo | None = None  # the viewer's time zone (None: the site's default)
+    zone_from_browser: str = ""  # the browser's zone, to remember on the account once
 
     @property
     def session_cookie(self) -> str | None:
@@ -108,9 +114,16 @@ class Visit:
     def t(self, key: str, **values: object) -> str:
         return self.site.catalogs.text(self.locale, key, **values)
 
+    @property
+    def viewer_zone(self) -> ZoneInfo:
+        return self.zone or self.site.zone
+
     def time(self, value: datetime) -> str:
-        """A moment as the clock on the visitor's wall shows it ("10:02")."""
-        return value.astimezone(self.site.zone).strftime("%H:%M")
+        """A moment as the clock on the visitor's wall shows it ("10:02", "10:02 AM")."""
+        return self.site.catalogs.time(self.locale, value, self.viewer_zone)
+
+    def date(self, value: datetime) -> str:
+        return self.site.catalogs.date(self.locale, value, self.viewer_zone)
 
     def render(self, template: str, code: int = 200, **context: Any) -> Response:
         site = self.site
@@ -118,7 +131,8 @@ class Visit:
             lang=self.locale,
             t=self.t,
             url=site.url,
-            date=lambda value: site.catalogs.date(self.locale, value),
+            date=self.date,
+            number=lambda value: site.catalogs.number(self.locale, value),
             size=lambda value: site.catalogs.size(self.locale, value),
             duration=lambda value: site.catalogs.duration(self.locale, value),
             who=self.who,
@@ -127,6 +141,12 @@ class Visit:
             csrf=self.csrf_token(),
             site_name=site.settings.site_name,
             path=self.request.url.path,
+            locales=[
+                (code, site.catalogs.text(code, "language.name")) for code in site.catalogs.locales
+            ],
+            zone_name=self.viewer_zone.key,
+            here=self.request.url.path
+            + (f"?{self.request.url.query}" if self.request.url.query else ""),
             **context,
         )
         return self.finish(HTMLResponse(page, status_code=code))
@@ -175,12 +195,36 @@ async def visit(request: Request) -> Visit:
     site = site_of(request)
     cookie = request.cookies.get(site.cookies.session_name)
     who, agent = await run_in_threadpool(_signed_in, site, cookie) if cookie else (None, False)
-    if who is not None and who.locale in LOCALES:
-        locale = who.locale
-    else:
-        locale = negotiate(request.headers.get("accept-language", ""), site.settings.default_locale)
+    locale, source = language_of(site, request, who)
+    browser_zone = request.cookies.get(ZONE_COOKIE, "")
+    zone = zone_or_none(who.timezone) if who is not None else None
+    remember = ""
+    if zone is None:
+        zone = zone_or_none(browser_zone)
+        if zone is not None and who is not None:
+            remember = zone.key  # the first visit that tells it: saved on the account
+    if remember and who is not None:
+        await run_in_threadpool(site.portal.accounts.set_timezone, who.account_id, remember)
     csrf_cookie = request.cookies.get(site.cookies.csrf_name)
-    return Visit(site, request, who, locale, csrf_cookie, agent=agent)
+    return Visit(
+        site, request, who, locale, csrf_cookie, agent=agent, locale_source=source, zone=zone,
+        zone_from_browser=remember,
+    )  # fmt: skip
+
+
+def language_of(site: Site, request: Request, who: SignedIn | None) -> tuple[str, Source]:
+    """The account's language if signed in; else the visitor's choice (cookie), the browser's
+    Accept-Language, the default."""
+    locales = site.catalogs.locales
+    if who is not None and who.locale in locales:
+        return who.locale, Source.CHOSEN  # whatever decided it, it is the account's now
+    chosen = request.cookies.get(LANG_COOKIE, "")
+    if chosen in locales:
+        return chosen, Source.CHOSEN
+    browser = negotiate(request.headers.get("accept-language", ""), "", locales)
+    if browser:
+        return browser, Source.BROWSER
+    return site.settings.default_locale, Source.DEFAULT
 
 
 Page = Callable[[Visit], Awaitable[Response]]

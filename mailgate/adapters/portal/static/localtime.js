@@ -7,6 +7,16 @@
   'use strict';
   if (typeof Intl === 'undefined' || !Intl.DateTimeFormat) return;
 
+  // The browser's time zone, for the server: pages (and the account, once signed in) use it.
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && /^[A-Za-z0-9_+\/-]{1,64}$/.test(zone) &&
+        document.cookie.split('; ').indexOf('mg_tz=' + zone) === -1) {
+      document.cookie = 'mg_tz=' + zone + '; path=/; max-age=31536000; samesite=lax' +
+        (location.protocol === 'https:' ? '; secure' : '');
+    }
+  } catch (e) { /* no zone: the site's default stays */ }
+
   function locale() {
     var page = (document.documentElement.lang || 'en').toLowerCase();
     var wanted = navigator.languages || [navigator.language || page];
