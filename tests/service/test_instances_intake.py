@@ -32,7 +32,13 @@ def test_the_same_message_at_two_instances_at_once_makes_one_ticket(
             barrier = threading.Barrier(2)
             outcomes: list[object] = []
 
-            def deliver(inst: InProcess, raw: bytes = raw, i: int = i) -> None:
+            def deliver(
+                inst: InProcess,
+                raw: bytes = raw,
+                i: int = i,
+                barrier: threading.Barrier = barrier,
+                outcomes: list[object] = outcomes,
+            ) -> None:
                 barrier.wait()
                 got = inst.ingest(raw, ["support@example.com"], f"c{i}@client.example")
                 outcomes.append(got)
