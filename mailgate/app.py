@@ -268,7 +268,7 @@ def build_portal(
             rules=rules,
         ),
         captcha=captcha,
-        help=build_help(db, committer.run, conversations, clock),
+        help=build_help(db, committer.run, conversations, clock, blobs),
         oidc=build_oidc(config, keys, clock, db, accounts, committer),
     )
 

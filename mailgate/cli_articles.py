@@ -1,5 +1,5 @@
-"""`mailgate articles import DIR | export DIR | list [--json]` (issue 13): help-centre articles
-as Markdown files with front matter, so a team can keep its documentation in git.
+"""`mailgate articles import DIR | export DIR | delete SLUG | list [--json]` (issue 13):
+help-centre articles as Markdown files with front matter, so a team keeps its docs in git.
 
 Registered on cli.py's parser by `register`; it imports the help-centre services only when one
 of these commands runs.
@@ -55,7 +55,17 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     written = _articles(args).export_dir(Path(args.dir))
-    print(f"{len(written)} articles written to {args.dir}")
+    articles = sum(1 for path in written if path.suffix == ".md")
+    print(f"{articles} articles and {len(written) - articles} files written to {args.dir}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from mailgate.cli import BadArgument
+
+    if not _articles(args).delete(args.slug):
+        raise BadArgument(f"no article {args.slug}")
+    print(f"deleted {args.slug}")
     return 0
 
 
@@ -81,6 +91,8 @@ def register(sub: Any, add: Add, json_help: str) -> None:
     imp.add_argument("--json", action="store_true", help="print the created/updated slugs as JSON")
     exp = add("export", cmd_export, "write every article to a folder, one .md file each", articles)
     exp.add_argument("dir", help="folder to write to (created when missing; files overwritten)")
+    rm = add("delete", cmd_delete, "delete an article, its files and its search entry", articles)
+    rm.add_argument("slug", help="the article's slug")
     lst = add("list", cmd_list, "list articles by language, section and title", articles)
     lst.add_argument("--json", action="store_true", help=json_help)
     lst.add_argument("--locale", choices=("fr", "en"), help="only articles in this language")

@@ -427,3 +427,8 @@ def test_article_images_files_drafts_and_deletion(
     assert first_hits(agent_web, "zorglub", "fr") == []
     slugs = [a["slug"] for a in json.loads(articles.cli("articles", "list", "--json").stdout)]
     assert "captures-formulaire" not in slugs and len(slugs) == 10
+    missing = articles.cli("articles", "delete", "captures-formulaire", check=False)
+    assert missing.returncode == 64  # EX_USAGE, as for every unknown name on the command line
+    assert missing.stderr.decode().strip() == "mailgate: no article captures-formulaire"
+    assert articles.cli("articles", "delete", "flux-produits").stdout == b"deleted flux-produits\n"
+    assert first_hits(web, "catalogue", "fr") == []

@@ -237,7 +237,7 @@ async def _editor(v: Visit, code: int, data: ArticleInput, original: str, **extr
         form=data,
         original=original,
         files=existing.files if existing is not None else (),
-        locales=LOCALES,
+        article_locales=LOCALES,
         visibilities=VISIBILITIES,
         statuses=STATUSES,
         q="",
