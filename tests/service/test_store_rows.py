@@ -1,0 +1,84 @@
+"""store.db.insert_values: the writer's driver-level INSERT writes what the ORM reads back, on
+SQLite and PostgreSQL (datetimes, booleans, bytes, NULLs, defaults), cleans strings as every
+statement does, and reports database errors as SQLAlchemy's exceptions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from mailgate.clock import as_utc
+from mailgate.store.db import Database, insert_values
+from mailgate.store.models import Account, Outbox
+
+
+@pytest.fixture
+def db(service_database_url: str) -> Iterator[Database]:
+    database = Database(service_database_url)
+    yield database
+    database.dispose()
+
+
+def test_a_row_reads_back_as_the_orm_wrote_it(db: Database) -> None:
+    when = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+    with db.write() as session:
+        row = insert_values(
+            session,
+            Outbox,
+            kind="confirmation",
+            to_addr="jean@client.example",
+            message_id="mg.1@mg.test",
+            raw=b"\x00\xffbytes",
+            params='{"v": 1}',
+            automatic=False,
+            next_attempt_at=when,
+            created_at=when,
+            first_contact=True,
+        )
+        assert row.id is not None and row.status == "queued"  # a default, on the snapshot too
+    with db.read() as session:
+        found = session.exec(select(Outbox).where(Outbox.id == row.id)).one()
+    assert as_utc(found.next_attempt_at) == when and as_utc(found.created_at) == when
+    assert bytes(found.raw) == b"\x00\xffbytes" and found.params == '{"v": 1}'
+    assert found.automatic is False and found.first_contact is True
+    assert found.status == "queued" and found.attempts == 0 and found.claimed_until is None
+    assert found.sent_at is None and found.ticket_id is None and found.reason == ""
+
+
+def test_strings_are_cleaned_and_ids_follow_each_other(db: Database) -> None:
+    with db.write() as session:
+        first = insert_values(
+            session, Account, email="a@client.example", name="Jo\x00e", created_at=datetime.now(UTC)
+        )
+        second = insert_values(
+            session, Account, email="b@client.example", created_at=datetime.now(UTC)
+        )
+    assert first.id is not None and second.id is not None and second.id > first.id
+    with db.read() as session:
+        stored = session.get(Account, first.id)
+    assert stored is not None and stored.name == "Jo\ufffde" and stored.locale == "fr"
+
+
+def test_a_snapshot_cannot_be_changed_and_a_typo_is_refused(db: Database) -> None:
+    with db.write() as session:
+        account = insert_values(
+            session, Account, email="c@client.example", created_at=datetime.now(UTC)
+        )
+        with pytest.raises(AttributeError):
+            account.name = "lost"  # not in the session: would never be saved
+        with pytest.raises(TypeError, match="no column emial"):
+            insert_values(session, Account, emial="x@y", created_at=datetime.now(UTC))
+
+
+def test_a_unique_conflict_is_sqlalchemys_integrity_error(db: Database) -> None:
+    with db.write() as session:
+        insert_values(session, Account, email="d@client.example", created_at=datetime.now(UTC))
+    with pytest.raises(IntegrityError), db.write() as session:
+        insert_values(session, Account, email="d@client.example", created_at=datetime.now(UTC))
+    with db.read() as session:
+        rows = session.exec(select(Account).where(Account.email == "d@client.example")).all()
+    assert len(rows) == 1
