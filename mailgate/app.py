@@ -40,7 +40,13 @@ from mailgate.adapters.smtp import (
 from mailgate.adapters.systemd import Notifier
 from mailgate.adapters.transports import make_transport
 from mailgate.clock import Clock, SystemClock
-from mailgate.config import Config
+from mailgate.config import (
+    DEFAULT_CUSTOMER_ID_FORMAT,
+    DEFAULT_CUSTOMER_ID_PATTERN,
+    Config,
+    Localized,
+    localized,
+)
 from mailgate.core.addresses import AddressBook
 from mailgate.core.language_detect import parser_for
 from mailgate.core.tokens import LinkTokens
@@ -228,6 +234,12 @@ def app_keys(config: Config) -> Keys:
     return Keys(load_secret(config.mailgate.secret_key, config.secret_file))
 
 
+def _canonical(config: Config, value: Localized) -> str:
+    """A per-locale value's text in the default language: what is stored and checked."""
+    default = config.mailgate.default_locale
+    return localized(value, default, default)
+
+
 def build_portal(
     config: Config,
     keys: Keys,
@@ -243,8 +255,9 @@ def build_portal(
     captcha = Captcha(keys.key(Purpose.CAPTCHA), clock)
     rules = TicketRules(
         customer_id_pattern=config.portal.customer_id_pattern,
-        problems=tuple(config.portal.problem_categories),
-        broadcasters=tuple(config.portal.broadcasters),
+        # Kept and checked in the default language; shown in each visitor's (issue 15).
+        problems=tuple(_canonical(config, v) for v in config.portal.problem_categories),
+        broadcasters=tuple(_canonical(config, v) for v in config.portal.broadcasters),
         max_upload_bytes=config.inbound.max_message_bytes,
         hostname=config.mailgate.hostname,
     )
@@ -313,6 +326,16 @@ def portal_asgi(app: App) -> Starlette:
         site_name=cfg.outbound.from_name,
         default_locale=cfg.mailgate.default_locale,
         customer_id_label=cfg.portal.customer_id_label,
+        customer_id_format=cfg.portal.customer_id_format
+        or (
+            DEFAULT_CUSTOMER_ID_FORMAT
+            if cfg.portal.customer_id_pattern == DEFAULT_CUSTOMER_ID_PATTERN
+            else ""
+        ),
+        labels={
+            _canonical(cfg, v): v
+            for v in [*cfg.portal.problem_categories, *cfg.portal.broadcasters]
+        },
         # Room for the attachments the same mail could carry, plus the form around them.
         max_body_bytes=cfg.inbound.max_message_bytes + 1024 * 1024,
         csrf_key=app.keys.key(Purpose.CSRF),

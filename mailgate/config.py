@@ -19,6 +19,26 @@ from typing import Any
 
 from mailgate.errors import ConfigError
 
+_MAIL_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "mail"
+
+DEFAULT_CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9-]{1,32}$"
+DEFAULT_CUSTOMER_ID_FORMAT = {
+    "fr": "1 à 32 lettres, chiffres ou tirets, tel qu'il figure dans votre espace client",
+    "en": "1 to 32 letters, digits or dashes, as shown in your account page",
+}
+
+# A value shown to people (issue 15): one text for every language, or one per locale,
+# `{ fr = "Id client", en = "Customer ID" }`.
+Localized = str | dict[str, str]
+
+
+def localized(value: Localized, locale: str, fallback: str) -> str:
+    """The text of `value` for `locale`: its own, else the `fallback` locale's, else any."""
+    if isinstance(value, str):
+        return value
+    return value.get(locale) or value.get(fallback) or next(iter(value.values()), "")
+
+
 DEFAULT_CONFIG = "config/mailgate.toml"
 ADDR_RE = re.compile(r"^[^@\s<>\"()\[\],;:\\]+@[A-Za-z0-9.-]+$")
 
@@ -88,7 +108,7 @@ class OutboundSection(OAuthKeys):
     auth: str = "none"  # or "oauth2": AUTH XOAUTH2 at the smarthost (then username is required)
     username: str = ""
     transport: str = "maildir:var/sent"
-    from_name: str = "Support"
+    from_name: Localized = "Support"  # or { fr = "Assistance", en = "Support" }
     max_attempts: int = 12
     retry_base_seconds: float = 60.0
     retry_max_seconds: float = 3600.0
@@ -106,12 +126,21 @@ class OutboundSection(OAuthKeys):
 class PortalSection:
     listen: str = "127.0.0.1:8025"
     base_url: str = "http://127.0.0.1:8025"
-    customer_id_label: str = "Customer ID"
-    customer_id_pattern: str = r"^[A-Za-z0-9-]{1,32}$"
-    problem_categories: list[str] = field(
-        default_factory=lambda: ["Account", "Billing", "Technical issue"]
+    customer_id_label: Localized = field(
+        default_factory=lambda: {"fr": "Identifiant client", "en": "Customer ID"}
     )
-    broadcasters: list[str] = field(default_factory=list)
+    customer_id_pattern: str = DEFAULT_CUSTOMER_ID_PATTERN
+    # What the pattern asks for, in words, for the form's error (issue 15); "" with the
+    # default pattern: DEFAULT_CUSTOMER_ID_FORMAT.
+    customer_id_format: Localized = ""
+    problem_categories: list[Localized] = field(
+        default_factory=lambda: [
+            {"fr": "Compte", "en": "Account"},
+            {"fr": "Facturation", "en": "Billing"},
+            {"fr": "Problème technique", "en": "Technical issue"},
+        ]
+    )
+    broadcasters: list[Localized] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -291,6 +320,18 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if dataclasses.is_dataclass(item_hint):
             return [_build(f"{key}[{i}]", v, item_hint) for i, v in enumerate(value)]
         return [_coerce(f"{key}[{i}]", v, item_hint) for i, v in enumerate(value)]
+    if hint == Localized:
+        if isinstance(value, str):
+            return value
+        if (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(k, str) and isinstance(v, str) and v for k, v in value.items())
+        ):
+            return dict(value)
+        raise ConfigError(
+            f'{key}: expected a string or a table per locale {{ fr = "…", en = "…" }}'
+        )
     if isinstance(hint, types.UnionType):  # pragma: no cover - no optional keys yet
         return value
     raise ConfigError(f"{key}: unsupported type")
@@ -332,8 +373,13 @@ def _resolve_sqlite(url: str, base: Path) -> str:
 
 def _validate(cfg: Config) -> None:
     m = cfg.mailgate
-    if m.default_locale not in ("fr", "en"):
-        raise ConfigError('mailgate.default_locale: expected "fr" or "en"')
+    # The languages are the folders of templates/mail/ (issue 15: a third one is data only).
+    if (
+        not re.fullmatch(r"[a-z]{2,3}", m.default_locale)
+        or not (_MAIL_TEMPLATES / m.default_locale).is_dir()
+    ):
+        known = ", ".join(sorted(p.name for p in _MAIL_TEMPLATES.iterdir() if p.is_dir()))
+        raise ConfigError(f"mailgate.default_locale: expected one of {known}")
     if m.secret_key and m.secret_key_file:
         raise ConfigError("mailgate.secret_key: set secret_key or secret_key_file, not both")
     if not re.fullmatch(r"[A-Za-z0-9.-]+", m.hostname):

@@ -55,6 +55,7 @@ from sqlmodel import Session
 
 from mailgate import logs
 from mailgate.clock import Clock
+from mailgate.config import Localized, localized
 from mailgate.core.compose import AUTOMATIC_KINDS, address
 from mailgate.services.assemble import FileRef, encode_params
 from mailgate.services.outbound_limits import (
@@ -95,7 +96,7 @@ _AUTOMATIC = AUTOMATIC_KINDS | {DIGEST_KIND}
 class MailSettings:
     hostname: str
     support_address: str
-    from_name: str
+    from_name: Localized  # a text per locale, or one for all (issue 15)
     base_url: str
     auto_per_hour: int = 5
     auto_per_day: int = 10
@@ -235,8 +236,10 @@ class Mailer:
             if slot is not None:
                 send_at, reason = slot, f"{FIRST_CONTACT_CAP}: waits until {slot:%H:%M} UTC"
         # `echo` (may the mail repeat text its trigger's sender chose?) is off unless said.
+        lang = self.renderer.locale_for(locale)
+        company = localized(self.settings.from_name, lang, self.renderer.default_locale)
         ctx = {
-            "company": self.settings.from_name,
+            "company": company,
             "portal_url": self.url("/"),
             "echo": False,
             **context,
@@ -248,11 +251,11 @@ class Mailer:
             if addr:
                 address(addr)
         params = encode_params(
-            locale=self.renderer.locale_for(locale),
+            locale=lang,
             context=ctx,
             date=send_at,  # a delayed mail is dated when it is due to go out
             from_addr=cfg.support_address,
-            from_name=from_name or cfg.from_name,
+            from_name=from_name or company,
             hostname=cfg.hostname,
             to_name=to_name,
             reply_to=reply_to,

@@ -51,6 +51,13 @@ def zone_or_none(name: str) -> ZoneInfo | None:
         return None
 
 
+class _Values(dict[str, object]):
+    """Values for a text; one it does not have stays as written ("{time}"), never a crash."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
 class Catalogs:
     def __init__(self, folder: Path) -> None:
         self.texts = {
@@ -72,7 +79,7 @@ class Catalogs:
         template = table.get(key)
         if template is None:
             return key
-        return template.format(**values) if values else template
+        return template.format_map(_Values(values)) if values else template
 
     def date(self, locale: str, value: datetime, zone: ZoneInfo) -> str:
         """A moment in the viewer's zone, the locale's way: "2 déc. 2026 10:02", "Dec 2, 2026,

@@ -82,7 +82,9 @@ async def ticket(v: Visit) -> Response:
     return await _ticket_page(v, 200, errors=(), body="")
 
 
-async def _ticket_page(v: Visit, status: int, errors: tuple[str, ...], body: str) -> Response:
+async def _ticket_page(
+    v: Visit, status: int, errors: tuple[str, ...], body: str, unsent: tuple[str, ...] = ()
+) -> Response:
     try:
         view = await _own_ticket(v)
     except BadCursor:
@@ -99,6 +101,7 @@ async def _ticket_page(v: Visit, status: int, errors: tuple[str, ...], body: str
         nonce=secrets.token_urlsafe(16),
         other=OTHER,
         max_upload=v.site.portal.tickets.rules.max_upload_bytes,
+        unsent_files=unsent,  # a browser cannot be given files back: they are named
     )
 
 
@@ -115,12 +118,23 @@ async def reply(v: Visit, form: FormData) -> Response:
     if done.status == "not_found":
         return not_found(v)
     if done.status != "ok":
-        return await _ticket_page(v, 400, done.errors, body)
+        return await _ticket_page(v, 400, done.errors, body, tuple(f.filename for f in files))
     return v.redirect(f"/tickets/{done.ticket_id}#latest")
 
 
-def _new_form(v: Visit, status: int, values: TicketForm, errors: tuple[str, ...]) -> Response:
+def _new_form(
+    v: Visit,
+    status: int,
+    values: TicketForm,
+    errors: tuple[str, ...],
+    unsent: tuple[str, ...] = (),
+) -> Response:
     rules = v.site.portal.tickets.rules
+    expected = v.localized(v.site.settings.customer_id_format)
+    if expected:  # the error says what the ID must look like
+        errors = tuple(
+            "customer_ref.expected" if e == "customer_ref.invalid" else e for e in errors
+        )
     return v.render(
         "ticket_new.html",
         status,
@@ -129,9 +143,11 @@ def _new_form(v: Visit, status: int, values: TicketForm, errors: tuple[str, ...]
         problems=rules.problem_choices,
         broadcasters=rules.broadcasters,
         other=OTHER,
-        customer_id_label=v.site.settings.customer_id_label,
+        customer_id_label=v.localized(v.site.settings.customer_id_label),
+        error_values={"expected": v.localized(v.site.settings.customer_id_format)},
         nonce=secrets.token_urlsafe(16),
         max_upload=rules.max_upload_bytes,
+        unsent_files=unsent,  # a browser cannot be given files back: they are named
     )
 
 
@@ -160,7 +176,7 @@ async def new_ticket(v: Visit, form: FormData) -> Response:
         response.headers["Retry-After"] = "3600"
         return response
     if done.status != "ok":
-        return _new_form(v, 400, values, done.errors)
+        return _new_form(v, 400, values, done.errors, tuple(f.filename for f in files))
     return v.redirect(f"/tickets?created={done.ticket_id}")
 
 

@@ -19,6 +19,7 @@ from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Re
 
 from mailgate.adapters.portal.i18n import Catalogs, negotiate, zone_or_none
 from mailgate.adapters.portal.security import CookiePolicy, Csrf, same_origin_post
+from mailgate.config import Localized, localized
 from mailgate.core.language import Source
 from mailgate.services.portal import Portal
 from mailgate.services.portal_views import AttachmentView, Pages
@@ -33,13 +34,16 @@ ZONE_COOKIE = "mg_tz"  # the browser's time zone, written by static/localtime.js
 @dataclass(frozen=True)
 class PortalSettings:
     base_url: str
-    site_name: str
+    site_name: Localized
     default_locale: str
-    customer_id_label: str
+    customer_id_label: Localized
     max_body_bytes: int
     csrf_key: bytes
     templates: Path
     timezone: str = "Europe/Paris"  # [mailgate] default_timezone: how pages show times
+    # The per-locale texts of problem categories and broadcasters, by their stored value.
+    labels: dict[str, Localized] = field(default_factory=dict)
+    customer_id_format: Localized = ""  # the expected customer ID, in words
 
     @property
     def https(self) -> bool:
@@ -114,6 +118,14 @@ class Visit:
     def t(self, key: str, **values: object) -> str:
         return self.site.catalogs.text(self.locale, key, **values)
 
+    def localized(self, value: Localized) -> str:
+        """A config value shown to people, in this visit's language."""
+        return localized(value, self.locale, self.site.settings.default_locale)
+
+    def label(self, stored: str) -> str:
+        """A problem category's or broadcaster's text, by the value stored for it."""
+        return self.localized(self.site.settings.labels.get(stored, stored))
+
     @property
     def viewer_zone(self) -> ZoneInfo:
         return self.zone or self.site.zone
@@ -139,7 +151,9 @@ class Visit:
             agent=self.agent,
             known=site.catalogs.texts.get(self.locale, {}),  # keys with a text ("x" in known)
             csrf=self.csrf_token(),
-            site_name=site.settings.site_name,
+            site_name=self.localized(site.settings.site_name),
+            label=self.label,
+            error_values=context.pop("error_values", {}),
             path=self.request.url.path,
             locales=[
                 (code, site.catalogs.text(code, "language.name")) for code in site.catalogs.locales
