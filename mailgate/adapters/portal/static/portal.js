@@ -3,10 +3,17 @@
 (function () {
   'use strict';
 
-  function formatSize(bytes) {
-    if (bytes < 1024) return bytes + ' B';
-    if (bytes < 1024 * 1024) return Math.round(bytes / 1024) + ' KB';
-    return (bytes / 1024 / 1024).toFixed(1) + ' MB';
+  // The units come from the page's catalogue ("{n} Ko" / "{n} KB"), the number in the page's
+  // language, as the server writes sizes (issue 15).
+  function formatSize(bytes, zone) {
+    var lang = document.documentElement.lang || undefined;
+    function unit(name, n) {
+      var pattern = zone.getAttribute('data-size-' + name) || '{n}';
+      return pattern.replace('{n}', n.toLocaleString(lang, {maximumFractionDigits: 1}));
+    }
+    if (bytes < 1024) return unit('bytes', bytes);
+    if (bytes < 1024 * 1024) return unit('kb', Math.round(bytes / 1024));
+    return unit('mb', Math.round(bytes / 1024 / 1024 * 10) / 10);
   }
 
   function showFiles(input, list, zone) {
@@ -14,7 +21,7 @@
     var total = 0;
     Array.prototype.forEach.call(input.files, function (file) {
       var item = document.createElement('li');
-      item.textContent = file.name + ' (' + formatSize(file.size) + ')';
+      item.textContent = file.name + ' (' + formatSize(file.size, zone) + ')';
       list.appendChild(item);
       total += file.size;
     });
