@@ -33,7 +33,7 @@ This module is pure: no I/O, and :func:`parse_commands` never raises.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "CATEGORY_MAX_LENGTH",
@@ -57,6 +57,19 @@ _ADDRESS_FORBIDDEN = frozenset('<>,;:"()\\')
 _QUOTE_MAX_LENGTH = 40
 
 _CC_USAGE = "'#cc' needs 'add ADDRESS' or 'remove ADDRESS', e.g. '#cc add alice@example.com'"
+# Every `CommandError.code`, so a mail template in any language can say each reason its own way.
+ERROR_CODES = (
+    "empty",
+    "no_argument",
+    "status_values",
+    "category_length",
+    "cc_usage",
+    "unknown",
+    "address_missing",
+    "address_invalid",
+    "conflict",
+    "not_agent",
+)
 _SINGLE_VALUED = frozenset({"status", "assign", "category"})
 
 
@@ -80,7 +93,21 @@ class CommandError:
 
     line_number: int  # 1-based line number in the original text
     line: str  # the offending line as written (without its line ending or a leading BOM)
-    reason: str  # English sentence explaining why
+    reason: str  # English sentence explaining why (logs, tests)
+    # What the reason says, as data, for the agent's own language (issue 15): one of
+    # ERROR_CODES and its values (the command as shown, what was given, ...); templates/mail/
+    # <locale>/_command_reasons.j2 words it.
+    code: str = field(default="", compare=False)
+    params: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class _Why:
+    """Why a line is refused, before its line number is known."""
+
+    code: str
+    reason: str
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,12 +158,12 @@ def parse_commands(text: str) -> ParsedCommands:
             break
 
         result = _parse_line(line)
-        if isinstance(result, str):
-            errors.append(CommandError(line_number, line, result))
+        if isinstance(result, _Why):
+            errors.append(_error(line_number, line, result))
         else:
             conflict = _find_conflict(result, line_number, seen)
             if conflict is not None:
-                errors.append(CommandError(line_number, line, conflict))
+                errors.append(_error(line_number, line, conflict))
             elif (result.name, _conflict_key(result)) not in seen:
                 seen[(result.name, _conflict_key(result))] = (result, line_number)
                 commands.append(result)
@@ -155,7 +182,11 @@ def _is_command_line(line: str) -> bool:
     return not (second.isdigit() or second.isspace())
 
 
-def _parse_line(line: str) -> Command | str:
+def _error(line_number: int, line: str, why: _Why) -> CommandError:
+    return CommandError(line_number, line, why.reason, why.code, why.params)
+
+
+def _parse_line(line: str) -> Command | _Why:
     """Parse one ``#`` line into a :class:`Command`, or return the reason it is invalid."""
     rest = line[1:]  # starts with a non-blank character, see _is_command_line
     end = 0
@@ -163,19 +194,29 @@ def _parse_line(line: str) -> Command | str:
         end += 1
     word, argument = rest[:end], rest[end:].strip()
     if not word:
-        return "empty command '#'"
+        return _Why("empty", "empty command '#'")
     name = word.lower()
     shown = f"#{name}"
 
     if name == "note":
         if argument:
-            return f"'{shown}' takes no argument, got {_quote(argument)}"
+            got = _quote(argument)
+            return _Why(
+                "no_argument",
+                f"'{shown}' takes no argument, got {got}",
+                {"command": shown, "got": got},
+            )
         return Command("note")
 
     if name == "status":
         value = argument.lower()
         if value not in STATUS_VALUES:
-            return f"'{shown}' needs one of: {', '.join(STATUS_VALUES)}"
+            values = ", ".join(STATUS_VALUES)
+            return _Why(
+                "status_values",
+                f"'{shown}' needs one of: {values}",
+                {"command": shown, "choices": values},
+            )
         return Command("status", value)
 
     if name == "assign":
@@ -183,26 +224,38 @@ def _parse_line(line: str) -> Command | str:
 
     if name == "category":
         if not 1 <= len(argument) <= CATEGORY_MAX_LENGTH or not argument.isprintable():
-            return f"'{shown}' needs a name of 1 to {CATEGORY_MAX_LENGTH} printable characters"
+            return _Why(
+                "category_length",
+                f"'{shown}' needs a name of 1 to {CATEGORY_MAX_LENGTH} printable characters",
+                {"command": shown, "max": str(CATEGORY_MAX_LENGTH)},
+            )
         return Command("category", argument)
 
     if name == "cc":
         parts = argument.split(maxsplit=1)
         action = parts[0].lower() if parts else ""
         if action not in ("add", "remove"):
-            return _CC_USAGE
+            return _Why("cc_usage", _CC_USAGE)
         address = parts[1].strip() if len(parts) == 2 else ""
         return _address_command(f"cc_{action}", f"#cc {action}", address)
 
-    return f"unknown command {_quote('#' + word)}"
+    got = _quote("#" + word)
+    return _Why("unknown", f"unknown command {got}", {"command": got})
 
 
-def _address_command(name: str, shown: str, argument: str) -> Command | str:
+def _address_command(name: str, shown: str, argument: str) -> Command | _Why:
     if not argument:
-        return f"'{shown}' needs an email address, e.g. '{shown} alice@example.com'"
+        return _Why(
+            "address_missing",
+            f"'{shown}' needs an email address, e.g. '{shown} alice@example.com'",
+            {"command": shown},
+        )
     if not _looks_like_address(argument):
-        return f"'{shown}' needs one plain email address like alice@example.com, got " + _quote(
-            argument
+        got = _quote(argument)
+        return _Why(
+            "address_invalid",
+            f"'{shown}' needs one plain email address like alice@example.com, got {got}",
+            {"command": shown, "got": got},
         )
     return Command(name, argument.lower())
 
@@ -229,24 +282,28 @@ def _conflict_key(command: Command) -> str:
 
 def _find_conflict(
     command: Command, line_number: int, seen: dict[tuple[str, str], tuple[Command, int]]
-) -> str | None:
+) -> _Why | None:
     """Return why ``command`` conflicts with an earlier accepted command, or None."""
     if command.name in _SINGLE_VALUED:
         earlier = seen.get((command.name, ""))
         if earlier is not None and earlier[0].argument != command.argument:
-            return (
-                f"'#{command.name} {command.argument}' conflicts with "
-                f"'#{command.name} {earlier[0].argument}' on line {earlier[1]}"
-            )
+            this = f"#{command.name} {command.argument}"
+            before = f"#{command.name} {earlier[0].argument}"
+            return _conflict(this, before, earlier[1])
     elif command.name in ("cc_add", "cc_remove"):
         other = "cc_remove" if command.name == "cc_add" else "cc_add"
         earlier = seen.get((other, command.argument))
         if earlier is not None:
-            return (
-                f"'{_cc_text(command)}' conflicts with '{_cc_text(earlier[0])}' "
-                f"on line {earlier[1]}"
-            )
+            return _conflict(_cc_text(command), _cc_text(earlier[0]), earlier[1])
     return None
+
+
+def _conflict(this: str, before: str, line: int) -> _Why:
+    return _Why(
+        "conflict",
+        f"'{this}' conflicts with '{before}' on line {line}",
+        {"command": this, "earlier": before, "line": str(line)},
+    )
 
 
 def _cc_text(command: Command) -> str:

@@ -173,7 +173,13 @@ class AgentDesk:
                 if target is None or target.role != Role.AGENT:
                     number, line = _command_line(text, "#assign")
                     errors.append(
-                        CommandError(number, line, f"'{command.argument}' is not an agent")
+                        CommandError(
+                            number,
+                            line,
+                            f"'{command.argument}' is not an agent",
+                            "not_agent",
+                            {"address": command.argument},
+                        )
                     )
         return errors
 

@@ -89,9 +89,10 @@ def test_a_bad_command_applies_nothing_and_tells_the_agent(desk: ServiceDesk) ->
     body = error.text()
     syntax = parse_commands(text).errors[0]
     assert re.search(rf"\b{syntax.line_number}\b.*{re.escape(syntax.line)}", body)
-    assert syntax.reason in body
+    assert syntax.code == "status_values"  # in the agent's language (French here, issue 15)
+    assert "« #status » attend l'une de ces valeurs : open, pending, solved, closed" in body
     assert re.search(r"\b2\b.*#assign ghost@helpdesk\.example", body)
-    assert "ghost@helpdesk.example' is not an agent" in body
+    assert "« ghost@helpdesk.example » n'est pas un agent" in body
     assert addr(str(error.msg["Reply-To"])) == addr(str(notification.msg["Reply-To"]))
 
     ticket = desk.ticket(opened.id)
