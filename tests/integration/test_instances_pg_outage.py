@@ -90,12 +90,8 @@ def test_killed_connections_answer_451_then_recover_and_lose_nothing(
     mg = Mailgate(config)
     url = make_url(pg_url)
     database = str(url.database)
-    admin = psycopg.connect(
-        url.set(drivername="postgresql", database="postgres").render_as_string(
-            hide_password=False
-        ),
-        autocommit=True,
-    )
+    admin_dsn = url.set(drivername="postgresql", database="postgres")
+    admin = psycopg.connect(admin_dsn.render_as_string(hide_password=False), autocommit=True)
     codes: Counter[int] = Counter()
     acked: Counter[int] = Counter()
     lock = threading.Lock()
