@@ -120,7 +120,9 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
     keys = app_keys(config)
     db = Database(config.database.url)
     blobs = blob_store(config)  # [blobs] url: a local folder or an S3-compatible store
-    renderer = MailRenderer(TEMPLATES, config.mailgate.default_locale)
+    renderer = MailRenderer(
+        TEMPLATES, config.mailgate.default_locale, config.mailgate.default_timezone
+    )
     settings = mail_settings(config)
     mailer = Mailer(settings, renderer, clock)
     links = LinkTokens(keys.key(Purpose.LINKS), clock.now)

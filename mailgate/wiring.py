@@ -91,7 +91,9 @@ def build_for_ingest(config: Config, clock: Clock | None = None) -> Core:
     keys = Keys(load_secret(config.mailgate.secret_key, config.secret_file))
     db = Database(config.database.url)
     blobs = blob_store(config)
-    renderer = MailRenderer(TEMPLATES, config.mailgate.default_locale)
+    renderer = MailRenderer(
+        TEMPLATES, config.mailgate.default_locale, config.mailgate.default_timezone
+    )
     mailer = Mailer(mail_settings(config), renderer, clock)
     links = LinkTokens(keys.key(Purpose.LINKS), clock.now)
     accounts = Accounts(mailer, links, clock, config.mailgate.default_locale)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import secrets
 import threading
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -16,7 +17,7 @@ from mailgate import logs
 from mailgate.clock import Clock
 from mailgate.core.enums import Role
 from mailgate.core.language import Source, remembered
-from mailgate.core.tokens import ACTIVATE, RESET, LinkTokens
+from mailgate.core.tokens import ACTIVATE, LINK_MAX_AGE, RESET, LinkTokens
 from mailgate.services.outbox import Mailer
 from mailgate.store.db import insert_values
 from mailgate.store.models import Account, Outbox, WebSession
@@ -206,6 +207,8 @@ class Accounts:
                 "echo": echo,
                 "email": account.email,
                 "activation_url": self.activation_url(account),
+                "expires": self._link_expiry(ACTIVATE),
+                "tz": account.timezone,
             },
         )
 
@@ -221,8 +224,14 @@ class Accounts:
             context={
                 "email": account.email,
                 "reset_url": self.mailer.url(f"/password/reset/{token}"),
+                "expires": self._link_expiry(RESET),
+                "tz": account.timezone,
             },
         )
+
+    def _link_expiry(self, purpose: str) -> datetime:
+        """When a link made now stops working: the mail gives the time (issue 15)."""
+        return self.mailer.clock.now() + timedelta(seconds=LINK_MAX_AGE[purpose])
 
     def account_for_link(self, session: Session, purpose: str, token: str) -> Account | None:
         """The account a link was made for, if genuine, unexpired and still current."""

@@ -10,9 +10,9 @@ bytes again (same Message-ID, Date and multipart boundary, same templates).
 A context holds ORM rows and dataclasses (a Ticket, DigestLines, CommandErrors): each is stored
 as a dict of its fields, which a template reads as before (Jinja's `ticket.id` reads a dict's
 key when there is no attribute). Dates and times are stored as ISO 8601 strings and stay
-strings: no template under templates/mail formats one (a template that starts to must parse
-it, or this module must restore them). A value JSON cannot hold is refused at enqueue, in the
-caller's transaction, not found out by the sender.
+strings: a template formats one with the renderer's filters (`date_long`, `time_short`,
+`zone_name`, services/render.py), which read either. A value JSON cannot hold is refused at
+enqueue, in the caller's transaction, not found out by the sender.
 """
 
 from __future__ import annotations

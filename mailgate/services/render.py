@@ -8,22 +8,33 @@ picked up at the next start.
 The locales are data: every folder of templates/mail/ is a language mail is written in (the
 portal offers those that also have a catalogue, templates/portal/i18n/<locale>.json; a test
 checks both lists are the same).
+
+Times (issue 15): a template says when with `{{ at|date_long }}`, `{{ at|time_short }}` and
+`{{ at|zone_name }}` ("9 décembre 2026", "10:02", "heure normale d’Europe centrale"), in the
+mail's language (Babel, CLDR: a new language needs no code) and in the recipient's time zone:
+`tz` in the context (the account's, from the portal), else `[mailgate] default_timezone`. A
+time in a stored context is an ISO 8601 string (services/assemble.py); both are accepted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel.dates import format_date, format_time, get_timezone_name
 from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
     Template,
     TemplateNotFound,
+    pass_context,
     select_autoescape,
 )
+from jinja2.runtime import Context
 
 
 def available_locales(templates_dir: Path) -> tuple[str, ...]:
@@ -46,11 +57,14 @@ class _Kind:
 
 
 class MailRenderer:
-    def __init__(self, templates_dir: Path, default_locale: str = "fr") -> None:
+    def __init__(
+        self, templates_dir: Path, default_locale: str = "fr", default_timezone: str = "UTC"
+    ) -> None:
         self.locales = available_locales(templates_dir)
         if default_locale not in self.locales:
             raise ValueError(f"default_locale {default_locale!r} has no templates/mail folder")
         self.default_locale = default_locale
+        self.default_zone = ZoneInfo(default_timezone)  # a bad name stops start-up
         self.env = Environment(
             loader=FileSystemLoader(str(templates_dir / "mail")),
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
@@ -58,7 +72,38 @@ class MailRenderer:
             keep_trailing_newline=True,
             auto_reload=False,
         )
+        # Jinja marks a filter that wants the context with an attribute: plain functions then.
+        self.env.filters.update(
+            date_long=pass_context(lambda c, v: self._date_long(c, v)),
+            time_short=pass_context(lambda c, v: self._time_short(c, v)),
+            zone_name=pass_context(lambda c, v: self._zone_name(c, v)),
+        )
         self._kinds: dict[tuple[str, str], _Kind] = {}
+
+    def _moment(self, context: Context, value: datetime | str) -> tuple[datetime, str]:
+        """`value` in the recipient's zone, and the mail's language."""
+        at = datetime.fromisoformat(value) if isinstance(value, str) else value
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at  # stored times are UTC
+        zone = self.default_zone
+        name = context.get("tz") or ""
+        if name:
+            try:
+                zone = ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                pass  # an account's zone that no longer exists: the site's
+        return at.astimezone(zone), str(context.get("lang") or self.default_locale)
+
+    def _date_long(self, context: Context, value: datetime | str) -> str:
+        at, lang = self._moment(context, value)
+        return format_date(at, "long", locale=lang)
+
+    def _time_short(self, context: Context, value: datetime | str) -> str:
+        at, lang = self._moment(context, value)
+        return format_time(at, "short", tzinfo=at.tzinfo, locale=lang)
+
+    def _zone_name(self, context: Context, value: datetime | str) -> str:
+        at, lang = self._moment(context, value)
+        return get_timezone_name(at, "long", locale=lang)
 
     def locale_for(self, locale: str | None) -> str:
         return locale if locale in self.locales else self.default_locale

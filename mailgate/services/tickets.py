@@ -13,7 +13,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from mailgate import logs
-from mailgate.clock import Clock
+from mailgate.clock import Clock, as_utc
 from mailgate.core import lifecycle
 from mailgate.core.addresses import AddressBook
 from mailgate.core.enums import Role, TicketStatus
@@ -111,7 +111,13 @@ class Conversations:
             reply_to=self.reply_address(tid, person.id or 0),
             in_reply_to=in_reply_to,
             references=references,
-            context={"ticket": ticket, "ticket_url": self.ticket_url(tid), **(context or {})},
+            # tz: times in the mail on the person's clock (issue 15; "" -> default_timezone).
+            context={
+                "ticket": ticket,
+                "ticket_url": self.ticket_url(tid),
+                "tz": person.timezone,
+                **(context or {}),
+            },
             **options,
         )
 
@@ -551,6 +557,7 @@ class Conversations:
 
     def auto_resolve(self, session: Session, ticket: Ticket, days: int, now: datetime) -> None:
         requester = session.get(Account, ticket.requester_id)
+        since = ticket.pending_since  # our latest reply: the mail says when it was
         self.set_status(session, ticket, TicketStatus.SOLVED, None, now)
         if requester is None:
             return
@@ -563,7 +570,7 @@ class Conversations:
             locale=requester.locale,  # what they speak now, if they chose since (issue 15)
             in_reply_to=refs[-1] if refs else None,
             references=refs,
-            context={"days": days},
+            context={"days": days, "since": as_utc(since) if since else None},
         )
 
 
