@@ -16,26 +16,20 @@ Runs only with PostgreSQL (MAILGATE_TEST_DATABASE_URL); in a database of its own
 
 from __future__ import annotations
 
-import os
-import signal
-import smtplib
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
 from mailgate.store.db import Database
 from mailgate.store.models import Receipt, Ticket
-from tests.conftest import PG_URL, _pg_database, _pg_drop, make_mail
-from tests.support.peers import ROOT, SmtpSink, free_port, wait_until, write_config
+from tests.conftest import PG_URL, make_mail
+from tests.support.instances import Instance, deliver, pg_url_fixture  # noqa: F401 (fixture)
+from tests.support.peers import SmtpSink, wait_until
 from tests.support.s3 import S3Server, s3_fixture, s3_server  # noqa: F401 (fixtures)
 
 pytestmark = [
@@ -51,102 +45,14 @@ LEASE = 3  # [instance] lease_seconds: jobs' leases renewed every second
 JOBS = ["job:auto_resolve", "job:cleanup", "job:close", "job:digests"]
 
 
-class Instance:
-    def __init__(self, name: str, root: Path, db_url: str, sink: int, blobs: str) -> None:
-        self.name = name
-        self.smtp, self.lmtp, self.http = free_port(), free_port(), free_port()
-        folder = root / name
-        folder.mkdir()
-        extra = (
-            f'[blobs]\nurl = "{blobs}"\n\n[instance]\nid = "{name}"\nlease_seconds = {LEASE}\n\n'
-            f'[metrics]\nlisten = "127.0.0.1:{self.http}"\n'
-        )
-        self.config = write_config(folder, database_url=db_url, sink_port=sink, extra=extra)
-        text = self.config.read_text()
-        text = text.replace('smtp_listen = "127.0.0.1:0"', f'smtp_listen = "127.0.0.1:{self.smtp}"')
-        text = text.replace('lmtp_listen = "127.0.0.1:0"', f'lmtp_listen = "127.0.0.1:{self.lmtp}"')
-        text = text.replace(
-            "retry_base_seconds = 60",
-            "retry_base_seconds = 1\nlease_seconds = 4\nfirst_contact_per_hour = 100000",
-        )
-        self.config.write_text(text)
-        self.log = folder / "serve.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailgate", "--config", str(self.config), "serve"],
-                stdout=log, stderr=log, env=env, cwd=ROOT,
-            )  # fmt: skip
-        wait_until(self.up, 60, f"instance {self.name} to answer /healthz")
-
-    def up(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.http}/healthz", timeout=5).is_success
-        except httpx.HTTPError:
-            return False
-
-    def holds(self) -> list[str]:
-        try:
-            body = httpx.get(f"http://127.0.0.1:{self.http}/healthz", timeout=5).json()
-        except httpx.HTTPError:
-            return []
-        assert body["instance"] == self.name
-        return list(body["holds"])
-
-    def metric(self, name: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.http}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return 0.0
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def deliver(inst: Instance, raw: bytes, sender: str, lmtp: bool) -> bool:
-    """One delivery attempt; True on 250 (LMTP: for the one recipient)."""
-    try:
-        if lmtp:
-            with smtplib.LMTP("127.0.0.1", inst.lmtp, timeout=30) as c:
-                c.sendmail(sender, ["support@example.com"], raw)
-        else:
-            with smtplib.SMTP("127.0.0.1", inst.smtp, timeout=30) as c:
-                c.sendmail(sender, ["support@example.com"], raw)
-        return True
-    except (OSError, smtplib.SMTPException):
-        return False
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    url, name = _pg_database()
-    yield url
-    _pg_drop(name)
-
-
 def test_two_instances_one_killed_store_and_send_everything_once(
     tmp_path: Path, pg_url: str, s3: S3Server
 ) -> None:
     blobs = s3.url()
     s3.create(blobs)
     sink = SmtpSink()
-    a = Instance("a", tmp_path, pg_url, sink.port, blobs)
-    b = Instance("b", tmp_path, pg_url, sink.port, blobs)
+    a = Instance("a", tmp_path, pg_url, sink.port, lease_seconds=LEASE, blobs=blobs)
+    b = Instance("b", tmp_path, pg_url, sink.port, lease_seconds=LEASE, blobs=blobs)
     try:
         a.start()
         b.start()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import smtplib
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -28,7 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlmodel import select
 
 from mailgate.store.models import Receipt, Ticket
-from tests.conftest import PG_URL, _pg_database, _pg_drop, make_mail
+from tests.conftest import PG_URL, make_mail
+from tests.support.instances import pg_url_fixture  # noqa: F401 (fixture)
 from tests.support.peers import Mailgate, SmtpSink, wait_until, write_config
 
 pytestmark = [
@@ -42,13 +42,6 @@ MESSAGES = 240
 CLIENTS = 4
 KILLS = 6  # one every MESSAGES / (KILLS + 1) acknowledged messages
 MAX_TRIES = 200  # per message; a 451 is retried at once (the pool reconnects, not time)
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    url, name = _pg_database()
-    yield url
-    _pg_drop(name)
 
 
 def attempt(port: int, sender: str, raw: bytes) -> int:
