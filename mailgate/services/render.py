@@ -10,7 +10,8 @@ portal offers those that also have a catalogue, templates/portal/i18n/<locale>.j
 checks both lists are the same).
 
 Times (issue 15): a template says when with `{{ at|date_long }}`, `{{ at|time_short }}` and
-`{{ at|zone_name }}` ("9 décembre 2026", "10:02", "heure normale d’Europe centrale"), in the
+`{{ at|zone_name }}` ("9 décembre 2026", "10:02", "heure normale d’Europe centrale"), and
+numbers with `{{ n|number }}` ("12 345" / "12,345"), in the
 mail's language (Babel, CLDR: a new language needs no code) and in the recipient's time zone:
 `tz` in the context (the account's, from the portal), else `[mailgate] default_timezone`. A
 time in a stored context is an ISO 8601 string (services/assemble.py); both are accepted.
@@ -25,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_date, format_time, get_timezone_name
+from babel.numbers import format_decimal
 from jinja2 import (
     Environment,
     FileSystemLoader,
@@ -77,6 +79,7 @@ class MailRenderer:
             date_long=pass_context(lambda c, v: self._date_long(c, v)),
             time_short=pass_context(lambda c, v: self._time_short(c, v)),
             zone_name=pass_context(lambda c, v: self._zone_name(c, v)),
+            number=pass_context(lambda c, v: format_decimal(v, locale=c.get("lang") or "en")),
         )
         self._kinds: dict[tuple[str, str], _Kind] = {}
 
