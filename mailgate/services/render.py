@@ -66,7 +66,7 @@ class MailRenderer:
         if default_locale not in self.locales:
             raise ValueError(f"default_locale {default_locale!r} has no templates/mail folder")
         self.default_locale = default_locale
-        self.default_zone = ZoneInfo(default_timezone)  # a bad name stops start-up
+        ZoneInfo(default_timezone)  # a bad name stops start-up, not a mail
         self.env = Environment(
             loader=FileSystemLoader(str(templates_dir / "mail")),
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
@@ -74,39 +74,12 @@ class MailRenderer:
             keep_trailing_newline=True,
             auto_reload=False,
         )
-        # Jinja marks a filter that wants the context with an attribute: plain functions then.
+        # The filters are module functions (no per-renderer state): the site's zone is a global.
+        self.env.globals["default_tz"] = default_timezone
         self.env.filters.update(
-            date_long=pass_context(lambda c, v: self._date_long(c, v)),
-            time_short=pass_context(lambda c, v: self._time_short(c, v)),
-            zone_name=pass_context(lambda c, v: self._zone_name(c, v)),
-            number=pass_context(lambda c, v: format_decimal(v, locale=c.get("lang") or "en")),
+            date_long=_date_long, time_short=_time_short, zone_name=_zone_name, number=_number
         )
         self._kinds: dict[tuple[str, str], _Kind] = {}
-
-    def _moment(self, context: Context, value: datetime | str) -> tuple[datetime, str]:
-        """`value` in the recipient's zone, and the mail's language."""
-        at = datetime.fromisoformat(value) if isinstance(value, str) else value
-        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at  # stored times are UTC
-        zone = self.default_zone
-        name = context.get("tz") or ""
-        if name:
-            try:
-                zone = ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                pass  # an account's zone that no longer exists: the site's
-        return at.astimezone(zone), str(context.get("lang") or self.default_locale)
-
-    def _date_long(self, context: Context, value: datetime | str) -> str:
-        at, lang = self._moment(context, value)
-        return format_date(at, "long", locale=lang)
-
-    def _time_short(self, context: Context, value: datetime | str) -> str:
-        at, lang = self._moment(context, value)
-        return format_time(at, "short", tzinfo=at.tzinfo, locale=lang)
-
-    def _zone_name(self, context: Context, value: datetime | str) -> str:
-        at, lang = self._moment(context, value)
-        return get_timezone_name(at, "long", locale=lang)
 
     def locale_for(self, locale: str | None) -> str:
         return locale if locale in self.locales else self.default_locale
@@ -135,3 +108,37 @@ class MailRenderer:
         text = templates.text.render(context)
         html = templates.html.render(context) if templates.html is not None else None
         return Rendered(subject=subject, text=text, html=html)
+
+
+def _moment(context: Context, value: datetime | str) -> tuple[datetime, str]:
+    """`value` on the recipient's clock (`tz`, else the site's), and the mail's language."""
+    at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at  # stored times are UTC
+    try:
+        zone = ZoneInfo(context.get("tz") or context["default_tz"])
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo(context["default_tz"])  # an account's zone that no longer exists
+    return at.astimezone(zone), str(context["lang"])
+
+
+@pass_context
+def _date_long(context: Context, value: datetime | str) -> str:
+    at, lang = _moment(context, value)
+    return format_date(at, "long", locale=lang)
+
+
+@pass_context
+def _time_short(context: Context, value: datetime | str) -> str:
+    at, lang = _moment(context, value)
+    return format_time(at, "short", tzinfo=at.tzinfo, locale=lang)
+
+
+@pass_context
+def _zone_name(context: Context, value: datetime | str) -> str:
+    at, lang = _moment(context, value)
+    return str(get_timezone_name(at, "long", locale=lang))
+
+
+@pass_context
+def _number(context: Context, value: float) -> str:
+    return format_decimal(value, locale=str(context["lang"]))
