@@ -95,5 +95,7 @@ def register(sub: Any, add: Add, json_help: str) -> None:
     rm.add_argument("slug", help="the article's slug")
     lst = add("list", cmd_list, "list articles by language, section and title", articles)
     lst.add_argument("--json", action="store_true", help=json_help)
-    lst.add_argument("--locale", choices=("fr", "en"), help="only articles in this language")
+    lst.add_argument(
+        "--locale", choices=config_mod.mail_locales(), help="only articles in this language"
+    )
     lst.add_argument("--status", choices=("draft", "published"), help="only articles in this state")

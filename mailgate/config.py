@@ -21,6 +21,13 @@ from mailgate.errors import ConfigError
 
 _MAIL_TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "mail"
 
+
+def mail_locales() -> tuple[str, ...]:
+    """The languages mailgate speaks: the folders of templates/mail/ (issue 15: adding one is
+    data only). The help centre's article languages and the CLI's `--locale` come from here."""
+    return tuple(sorted(p.name for p in _MAIL_TEMPLATES.iterdir() if p.is_dir()))
+
+
 DEFAULT_CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9-]{1,32}$"
 DEFAULT_CUSTOMER_ID_FORMAT = {
     "fr": "1 à 32 lettres, chiffres ou tirets, tel qu'il figure dans votre espace client",
@@ -378,7 +385,7 @@ def _validate(cfg: Config) -> None:
         not re.fullmatch(r"[a-z]{2,3}", m.default_locale)
         or not (_MAIL_TEMPLATES / m.default_locale).is_dir()
     ):
-        known = ", ".join(sorted(p.name for p in _MAIL_TEMPLATES.iterdir() if p.is_dir()))
+        known = ", ".join(mail_locales())
         raise ConfigError(f"mailgate.default_locale: expected one of {known}")
     if m.secret_key and m.secret_key_file:
         raise ConfigError("mailgate.secret_key: set secret_key or secret_key_file, not both")

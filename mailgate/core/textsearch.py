@@ -16,6 +16,7 @@ from functools import cache, lru_cache
 from typing import Any
 
 import snowballstemmer
+from babel import Locale, UnknownLocaleError
 
 LANGUAGES = {"fr": "french", "en": "english"}
 WORD = re.compile(r"[^\W_]+")
@@ -48,7 +49,19 @@ def fold(text: str) -> str:
 
 @cache
 def _stemmer(locale: str) -> Any:
-    return snowballstemmer.stemmer(LANGUAGES.get(locale, "french"))
+    return snowballstemmer.stemmer(_algorithm(locale))
+
+
+def _algorithm(locale: str) -> str:
+    """Snowball's name for a language: French and English as always; a language added later
+    (issue 15: data only) by its English name ("de" -> "german") when Snowball has it."""
+    if locale in LANGUAGES:
+        return LANGUAGES[locale]
+    try:
+        name = str(Locale.parse(locale).get_language_name("en")).lower()
+    except (ValueError, TypeError, UnknownLocaleError):
+        return "french"
+    return name if name in snowballstemmer.algorithms() else "french"
 
 
 @lru_cache(maxsize=200_000)  # Snowball in pure Python costs ~0.1 ms a word; words repeat

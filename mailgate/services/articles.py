@@ -29,6 +29,7 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from mailgate.clock import Clock, as_utc
+from mailgate.config import mail_locales
 from mailgate.core.article_files import MAX_FILE_BYTES, file_target
 from mailgate.core.html import safe_html
 from mailgate.core.textsearch import index_text, vocabulary
@@ -41,7 +42,7 @@ from mailgate.store.blobs import BlobStore
 from mailgate.store.db import Database
 from mailgate.store.help_models import Article
 
-LOCALES = ("fr", "en")
+LOCALES = mail_locales()  # the languages mailgate speaks (templates/mail/*), issue 15
 VISIBILITIES = ("public", "customers")
 STATUSES = ("draft", "published")
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
