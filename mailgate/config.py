@@ -335,6 +335,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             and value
             and all(isinstance(k, str) and isinstance(v, str) and v for k, v in value.items())
         ):
+            # A typo ("dr") would otherwise leave that language on another's words, silently.
+            unknown = sorted(set(value) - set(mail_locales()))
+            if unknown:
+                known = ", ".join(mail_locales())
+                raise ConfigError(f"{key}.{unknown[0]}: expected a language of {known}")
             return dict(value)
         raise ConfigError(
             f'{key}: expected a string or a table per locale {{ fr = "…", en = "…" }}'

@@ -57,6 +57,7 @@ def test_the_defaults_speak_both_languages(tmp_path: Path) -> None:
         '[portal]\nproblem_categories = [{ fr = "" }]\n',
         "[outbound]\nfrom_name = 12\n",
         '[mailgate]\ndefault_locale = "de"\n',
+        '[portal]\ncustomer_id_label = { fr = "Id client", dr = "a typo" }\n',
     ],
 )
 def test_bad_per_locale_values_are_refused(tmp_path: Path, extra: str) -> None:
