@@ -81,8 +81,12 @@ def alert(page: httpx.Response) -> str:
     return found.group(1)
 
 
-def paris(moment: datetime) -> str:
-    return moment.astimezone(PARIS).strftime("%H:%M")
+def paris(moment: datetime, lang: str = "fr") -> str:
+    """The time on a Paris wall clock, written the way the page's language writes it."""
+    local = moment.astimezone(PARIS)
+    if lang == "en":  # "2:34 PM", a narrow no-break space before the period
+        return local.strftime("%I:%M").lstrip("0") + "\u202f" + local.strftime("%p")
+    return local.strftime("%H:%M")
 
 
 # -- sign-in ---------------------------------------------------------------------------------
@@ -239,15 +243,15 @@ def test_reset_page_says_when_the_link_went_and_when_to_ask_again(
     first_at = portal_clock.now()
     sent = web.submit("/password/forgot", {"email": JEAN})
     assert sent.status_code == 200
-    assert f"we sent it a link at {paris(first_at)}" in alert(sent)
+    assert f"we sent it a link at {paris(first_at, 'en')}" in alert(sent)
     assert outbox_count(portal, "password_reset", JEAN) == 1
     sink.wait_kind("password_reset", to=JEAN)
     portal_clock.advance(minutes=5)
     again = web.submit("/password/forgot", {"email": JEAN})
     assert again.status_code == 429
-    assert f"already sent it a link at {paris(first_at)}" in alert(again)
+    assert f"already sent it a link at {paris(first_at, 'en')}" in alert(again)
     assert "check your spam folder" in alert(again)
-    assert f"ask again after {paris(first_at + 15 * MINUTE)}" in alert(again)
+    assert f"ask again after {paris(first_at + 15 * MINUTE, 'en')}" in alert(again)
     assert int(again.headers["retry-after"]) == 10 * 60 + 1
     assert outbox_count(portal, "password_reset", JEAN) == 1  # nothing promised, none queued
     portal_clock.advance(minutes=11)
@@ -259,7 +263,7 @@ def test_reset_page_says_when_the_link_went_and_when_to_ask_again(
     portal_clock.advance(minutes=16)
     fourth = web.submit("/password/forgot", {"email": JEAN})
     assert fourth.status_code == 429
-    assert f"ask again after {paris(first_at + 60 * MINUTE)}" in alert(fourth)
+    assert f"ask again after {paris(first_at + 60 * MINUTE, 'en')}" in alert(fourth)
     assert outbox_count(portal, "password_reset", JEAN) == 3
 
 

@@ -1,8 +1,8 @@
 // Times in the reader's own time zone and words. The server writes every moment as
-// <time datetime="2026-03-12T09:02:00+00:00">12/03/2026 09:02 UTC</time>, which stays true
-// without JavaScript; this rewrites the text with the browser's time zone and a locale of
+// <time datetime="2026-03-12T09:02:00+00:00">12 mars 2026 10:02</time>, in the zone it knows
+// for the reader (their account's, this script's cookie, else the site's); this rewrites the text with the browser's time zone and a locale of
 // the page's language (the browser's own variant of it, when it has one: en-GB, fr-CA), and
-// keeps the UTC text as the tooltip. Times without a date part (a bare "HH:MM") are left be.
+// keeps the server's text as the tooltip. Times without a date part (a bare "HH:MM") are left be.
 (function () {
   'use strict';
   if (typeof Intl === 'undefined' || !Intl.DateTimeFormat) return;
@@ -26,13 +26,19 @@
     return page;
   }
 
+  // The server's own style (Babel's medium date, short time): "2 déc. 2026, 10:02",
+  // "Dec 2, 2026, 10:02 AM", rather than all-digit dates an English reader may misread.
   var format;
   try {
-    format = new Intl.DateTimeFormat(locale(), {
-      year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit'
-    });
+    format = new Intl.DateTimeFormat(locale(), {dateStyle: 'medium', timeStyle: 'short'});
   } catch (e) {
-    return;
+    try {
+      format = new Intl.DateTimeFormat(locale(), {
+        year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit'
+      });
+    } catch (e2) {
+      return;
+    }
   }
 
   document.querySelectorAll('time[datetime]').forEach(function (node) {
