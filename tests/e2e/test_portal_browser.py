@@ -5,8 +5,9 @@ lands on "My activities", opens the ticket, answers with an attachment dropped o
 and the agent's notification arrives in the SMTP sink. The sign-up captcha is solved by the
 real widget, in the browser. No console error and no CSP violation is allowed on the way.
 
-Screenshots of the dashboard and the ticket page go to $MAILGATE_SCREENSHOTS when set (the
-README's images: `MAILGATE_SCREENSHOTS=docs/screenshots pytest tests/e2e`), else to tmp.
+Screenshots of the dashboard and the ticket page, and of the new-request form in French and
+English, go to $MAILGATE_SCREENSHOTS when set (the README's images:
+`MAILGATE_SCREENSHOTS=docs/screenshots pytest tests/e2e`), else to tmp.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ JEAN = addr(CUSTOMER)
 
 @pytest.fixture
 def page(portal: Mailgate) -> Iterator[object]:
-    with chromium_page(1200, 560) as page:
+    with chromium_page(1200, 560, timezone="Europe/Paris") as page:
         yield page
 
 
@@ -140,7 +141,48 @@ def test_from_mailed_ticket_to_reply_with_attachment(
             select(Attachment.filename).join(Message).where(Message.channel == "portal")
         ).all()
     assert names == ["import-2026.log"]
-    assert page.problems == []  # type: ignore[attr-defined]
+
+    # The same form in both languages (issue 15), refused for its customer ID with a file
+    # chosen: the rest kept, the file named, sizes in each language's units.
+    refused_form(page, shots / "new-ticket-fr.png", "Envoyer")
+    assert "Cet identifiant n'a pas le bon format : attendu" in page.content()
+    assert "choisissez-les à nouveau (journal.log)" in page.content()
+    page.select_option("#lang-switch", "en")  # the footer's switcher
+    page.get_by_role("button", name="Choisir", exact=True).click()
+    page.wait_for_url(re.compile(r"/tickets/new$"))
+    assert page.locator("html").get_attribute("lang") == "en"
+    refused_form(page, shots / "new-ticket-en.png", "Submit")
+    assert "This ID is not in the expected format" in page.content()
+    assert "choose them again (journal.log)" in page.content()
+    page.goto(page.url.replace("/tickets/new", "/tickets"))
+    assert page.locator("h1").inner_text() == "My activities"
+    listing = page.locator("table.tickets").inner_text()
+    assert "Solved" in listing and "Open" in listing and "Dec" in listing
+    page.screenshot(path=str(shots / "dashboard-en.png"), full_page=True)
+    # The browser logs the two refusals (400) as console errors: those, and nothing else.
+    refusals = ["the server responded with a status of 400" in p for p in page.problems]  # type: ignore[attr-defined]
+    assert refusals == [True, True], page.problems  # type: ignore[attr-defined]
+
+
+def refused_form(page, shot: Path, submit: str) -> None:
+    """/tickets/new filled in with a customer ID too long and a file dropped, sent: the page
+    that asks for the ID again."""
+    page.goto(page.url.split("/tickets")[0] + "/tickets/new")
+    page.fill("#customer_ref", "AB-" + "1" * 40)
+    page.fill("#subject", "Amazon feed rejected / Flux Amazon rejeté")
+    page.fill("#description", "EAN missing for SKU 4711.\nEAN manquant pour le SKU 4711.")
+    page.select_option("#problem", index=3)
+    drop(page, "journal.log", "ERROR EAN missing for SKU 4711\n" * 900)
+    listed = page.locator("[data-files]").inner_text()
+    lang = page.locator("html").get_attribute("lang")
+    assert ("27 Ko" if lang == "fr" else "27 KB") in listed, listed  # the page's own units
+    # The page's own words for choosing files, not the browser's "Choose Files".
+    chooser = {"fr": "Choisir des fichiers", "en": "Choose files"}[str(lang)]
+    assert page.get_by_role("button", name=chooser, exact=True).is_visible()
+    page.get_by_role("button", name=submit, exact=True).click()
+    page.wait_for_load_state()
+    assert page.locator("#subject").input_value().startswith("Amazon feed rejected")
+    page.screenshot(path=str(shot), full_page=True)
 
 
 def test_sign_up_with_the_captcha_widget(portal: Mailgate, sink: SmtpSink, page):

@@ -39,6 +39,19 @@
     var input = zone.querySelector('input[type=file]');
     var list = zone.querySelector('[data-files]');
     if (!input || !list) return;
+    // The browser's own "Choose Files / No file chosen" is in the browser's language, not the
+    // page's: a button in the page's words opens the same input, and the list says what is
+    // chosen (issue 15). Without this script the native input shows, and works.
+    var choose = zone.getAttribute('data-choose');
+    if (choose) {
+      var button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'secondary choose-files';
+      button.textContent = choose;
+      button.addEventListener('click', function () { input.click(); });
+      input.parentNode.insertBefore(button, input);
+      input.tabIndex = -1;
+    }
     input.addEventListener('change', function () { showFiles(input, list, zone); });
     ['dragenter', 'dragover'].forEach(function (type) {
       zone.addEventListener(type, function (event) {
