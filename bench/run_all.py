@@ -24,6 +24,7 @@ VENV_PY = ROOT / ".venv" / "bin" / "python"
 SCRIPTS = (
     "ingest_bench.py",
     "sender_bench.py",
+    "instances_bench.py",
     "assemble_bench.py",
     "cli_bench.py",
     "portal_bench.py",
