@@ -243,6 +243,11 @@ def cmd_agent_add(args: argparse.Namespace) -> int:
     link = None
     with core.db.write() as session:
         agent = core.accounts.add_agent(session, args.email, args.name)
+        if args.locale:  # the agent's mail (notifications, command errors) in it (issue 15)
+            from mailgate.core.language import Source
+
+            agent.locale, agent.locale_source = args.locale, Source.CHOSEN
+            session.add(agent)
         who = f"agent {agent.id} {agent.email} ({agent.name})"
         if agent.password_hash is not None:
             done = f"{who}: already active, signs in with their password"
@@ -742,6 +747,11 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
     aa = add("add", cmd_agent_add, "make an agent and mail them an activation link", agent)
     aa.add_argument("email", help="the agent's address")
     aa.add_argument("--name", required=True, help="the name customers see on replies")
+    aa.add_argument(
+        "--locale",
+        choices=config_mod.mail_locales(),
+        help="the language of the agent's mail (default: default_locale, or their choice)",
+    )
     aa.add_argument(
         "--print-link",
         action="store_true",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlmodel import select
 
+from mailgate.cli import main
 from mailgate.core.language import Source
 from mailgate.store.models import Account
 from tests.support.conversation import AGENT, AGENT_NAME
@@ -46,3 +47,19 @@ def test_an_english_agent_is_told_in_english(desk: ServiceDesk) -> None:
     assert "'#status' needs one of: open, pending, solved, closed" in mail
     assert "'ghost@helpdesk.example' is not an agent" in mail
     assert "attend" not in mail and "Ligne" not in mail
+
+
+def test_agent_add_sets_the_agents_language(desk: ServiceDesk) -> None:
+    code = main(["--config", str(desk.mg.config_path), "agent", "add", AGENT, "--name",
+                 AGENT_NAME, "--locale", "en"])  # fmt: skip
+    assert code == 0
+    with desk.mg.app.db.read() as session:
+        agent = session.exec(select(Account).where(Account.email == AGENT)).one()
+        assert (agent.locale, agent.locale_source) == ("en", "chosen")
+    desk.service.clock.advance(minutes=1)  # the CLI queued it on the real clock, a bit later
+    activation = [m for m in desk.service.drain() if m.kind == "activation"][-1]
+    assert activation.msg["Content-Language"] == "en"
+    opened = desk.open_ticket()  # a French customer's ticket: the agent still reads English
+    notification = desk.wait_mail("agent_notification", AGENT, ticket=opened.id)
+    assert notification.msg["Content-Language"] == "en"
+    assert opened.confirmation.msg["Content-Language"] == "fr"
