@@ -110,7 +110,10 @@ class GroupCommitter:
         except Exception as exc:  # the commit itself failed: nobody's work is durable
             failure = as_temporary(exc)
             if not isinstance(failure, TempFailure):
-                failure = TempFailure(f"commit failed: {type(exc).__name__}")
+                # A job that lost the connection leaves the transaction unusable: the commit
+                # then fails with PendingRollbackError, and the job's own fault says why.
+                lost = (e for _future, _value, e in results if isinstance(e, TempFailure))
+                failure = next(lost, None) or TempFailure(f"commit failed: {type(exc).__name__}")
             for _job, future in batch:
                 future.set_exception(failure)
             return
