@@ -371,6 +371,7 @@ def test_a_database_fault_answers_503_and_queues_nothing(
     with database_locked(database_url, table="rateevent"):
         refused = web.post("/password/forgot", data={**fields, "email": JEAN})
     assert refused.status_code == 503
+    assert refused.text == "Le service est momentanément indisponible. Réessayez dans une minute."
     assert refused.headers["retry-after"].isdigit()
     assert outbox_count(portal, "password_reset") == 0
     assert web.submit("/password/forgot", {"email": JEAN}).status_code == 200  # and it recovers

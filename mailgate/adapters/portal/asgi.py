@@ -23,7 +23,7 @@ from mailgate.adapters.portal import (
 )
 from mailgate.adapters.portal.i18n import Catalogs
 from mailgate.adapters.portal.security import BodyLimit, CookiePolicy, Csrf, SecurityHeaders
-from mailgate.adapters.portal.web import PortalSettings, Site, visit
+from mailgate.adapters.portal.web import PortalSettings, Site, language_of, visit
 from mailgate.errors import TempFailure
 from mailgate.services.portal import Portal
 
@@ -88,13 +88,18 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     """The database is down or busy: say so plainly, and when to come back."""
     logs.warning("portal.unavailable", path=request.url.path, error=str(exc))
     return PlainTextResponse(
-        "Service temporarily unavailable / Service momentanément indisponible",
-        status_code=503,
-        headers={"Retry-After": "30"},
+        _words(request, "error.503.text"), status_code=503, headers={"Retry-After": "30"}
     )
 
 
 async def _crash(request: Request, exc: Exception) -> Response:
     # The fault barrier of the portal: log with traceback, show nothing internal.
     logs.error("portal.crashed", exc_info=True, path=request.url.path, error=type(exc).__name__)
-    return PlainTextResponse("Internal error", status_code=500)
+    return PlainTextResponse(_words(request, "error.500.text"), status_code=500)
+
+
+def _words(request: Request, key: str) -> str:
+    """A text in the visitor's language without the database, which may be what failed: their
+    cookie's choice, else their browser's, else the default (issue 15)."""
+    site: Site = request.app.state.site
+    return site.catalogs.text(language_of(site, request, None)[0], key)
