@@ -222,3 +222,26 @@ def test_sizes_and_times_in_mail_are_each_languages_own() -> None:
     assert "December 9, 2026 at 10:02\u202fAM, Central European Standard Time" in (
         RENDERER.render("auto_resolved", "en", dict(stored)).text
     )
+
+
+def _template_words(page: str) -> tuple[list[str], list[str]]:
+    """Text a portal template writes itself, outside `{{ t(...) }}`: (text, shown attributes)."""
+    page = re.sub(r"(?s)\{#.*?#\}", "", page)
+    page = re.sub(r"(?s)<(script|style)\b.*?</\1>", "", page)
+    page = re.sub(r"(?s)\{\{.*?\}\}|\{%.*?%\}", " ", page)
+    shown = re.findall(r'\b(?:title|placeholder|aria-label|alt)="([^"]*[A-Za-z]{2,}[^"]*)"', page)
+    text = re.sub(r"(?s)<[^>]*>", " ", page)
+    # What is left between tags; an attribute a macro writes (aria-invalid="true") is no text.
+    words = [w.strip() for w in text.split("\n") if re.search(r"[A-Za-zÀ-ÿ]{2,}", w)]
+    return [w for w in words if "=" not in w], shown
+
+
+def test_portal_templates_write_no_words_of_their_own() -> None:
+    """Every word a page shows comes from the catalogue ("(new)" or "27 KB" written in a
+    template would be in one language on every page)."""
+    found = {}
+    for path in sorted((TEMPLATES / "portal").rglob("*.html")):
+        words, shown = _template_words(path.read_text(encoding="utf-8"))
+        if words or shown:
+            found[str(path.relative_to(TEMPLATES))] = words + shown
+    assert found == {}
