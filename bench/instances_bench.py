@@ -192,26 +192,15 @@ def instance_config(folder: Path, name: str, url: str, sink: Sink, port: int) ->
 
 
 def fill_outbox(config: Path, tag: str, count: int) -> None:
-    """`count` activation mails queued through mailgate's own Mailer, in one transaction."""
+    """`count` activation mails queued through mailgate's own Mailer (sender_bench's fill)."""
+    from sender_bench import fill
+
     from mailgate import config as config_mod
     from mailgate.app import build
 
     app = build(config_mod.load(config, environ={}))
     try:
-        with app.db.write() as session:
-            for i in range(count):
-                address = f"customer-{tag}-{i}@bench.example.org"
-                app.mailer.queue(
-                    session,
-                    kind="activation",
-                    to_addr=address,
-                    locale="en",
-                    context={
-                        "customer_name": "",
-                        "email": address,
-                        "activation_url": app.mailer.url(f"/activate/bench-{tag}-{i}"),
-                    },
-                )
+        fill(app, count, tag=f"-{tag}-")
     finally:
         app.db.dispose()
 

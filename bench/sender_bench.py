@@ -99,12 +99,13 @@ def last_error(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def fill(app: App, count: int) -> None:
+def fill(app: App, count: int, tag: str = "") -> None:
+    """`count` activation mails queued through mailgate's own Mailer, 500 a transaction."""
     done = 0
     while done < count:
         with app.db.write() as session:
             for i in range(done, min(count, done + 500)):
-                address = f"customer{i}@bench.example"
+                address = f"customer{tag}{i}@bench.example"
                 app.mailer.queue(
                     session,
                     kind="activation",
@@ -113,7 +114,7 @@ def fill(app: App, count: int) -> None:
                     context={
                         "customer_name": "",
                         "email": address,
-                        "activation_url": app.mailer.url(f"/activate/bench-token-{i}"),
+                        "activation_url": app.mailer.url(f"/activate/bench-token{tag}-{i}"),
                     },
                 )
         done = min(count, done + 500)
