@@ -1,20 +1,30 @@
 """Big attachments: how far one (then ten at once) lifts the memory of `mailgate serve`.
 
-`.venv/bin/python bench/attachment_memory.py --help`; figures and the bound: docs/operations.md.
+`.venv/bin/python bench/attachment_memory.py --help`; figures: bench/README.md; the bound:
+docs/hygiene.md ("Memory for DATA in flight").
 
 Starts a real `mailgate serve` (SQLite, SMTP on a free port, maildir outbound, portal off) as
-a subprocess, the same way bench/ingest_bench.py does, warms it up with a few small mails,
-then:
+a subprocess, the same way bench/ingest_bench.py does, warms it up with a few small mails and
+waits until the tree has settled: the warm mails' confirmations and activations are in the
+maildir (so the sender's child process has finished starting: it imports the application,
+~100 MiB, for seconds after serve listens) and no process's RSS moved by more than 1 MiB for
+--settle seconds. Without that wait the sender child's start-up was counted as growth caused
+by the mail (70 of 145 MiB on a loaded machine). Then:
   1. sends one mail carrying a --size attachment of random bytes (25 MB: ~34 MB on the wire,
      base64), and
   2. --parallel such mails at once, each on its own SMTP session (a 452 "busy" from the
      in-flight budget is retried after --retry seconds, as an MTA would, and counted).
 Meanwhile a thread samples, every --interval seconds, the VmRSS of the serve process and of
 every descendant (fork server, parse workers, resource tracker) and sums them: the "tree RSS".
-Reported: the baseline before the send, the peak, growth = peak - baseline, growth / wire
-size, which process the peak was in, and the kernel's VmHWM per process. The sum of RSS counts
-pages shared by forked processes once per process: it overstates, never understates.
-Each stored attachment's sha256 is checked against the database.
+Reported: the baseline before the send (per process), the peak, growth = peak - baseline,
+growth / wire size, each process's share of the growth at the peak (a process born since the
+baseline counts whole), and each process's highest RSS. The sum of RSS counts pages shared by
+forked processes once per process: it overstates, never understates. Each stored attachment's
+sha256 is checked against the database.
+
+Targets (issue 11), one line PASS/FAIL each, exit 1 on a FAIL or a lost attachment: one mail,
+growth <= 3 x its wire size; in parallel, growth <= the bound docs/hygiene.md documents,
+max_inflight_bytes + 2 x max_message_bytes x parse_workers (read from the config used).
 
 `--tree PATH` runs the mailgate found in another checkout (e.g. an older commit unpacked with
 `git archive`), to compare.
@@ -52,6 +62,7 @@ from ingest_bench import (
 )
 
 MIB = 1024 * 1024
+WARM = 5  # small first-contact mails before the measure
 
 
 # -- the process tree's memory ----------------------------------------------------------------
@@ -148,6 +159,31 @@ class TreeSampler(threading.Thread):
         return self.peak
 
 
+def settle(root: int, maildir: Path, mails: int, quiet: float, timeout: float) -> Sample:
+    """The tree once the sender has sent `mails` mails to `maildir` and no process's RSS moved
+    by more than 1 MiB (nor any process came or went) for `quiet` seconds; at `timeout`, the
+    last sample, with a warning."""
+    deadline = time.monotonic() + timeout
+    while len(list((maildir / "new").glob("*"))) < mails:
+        if time.monotonic() > deadline:
+            print(f"warning: {mails} warm-up mails not sent after {timeout:g} s")
+            break
+        time.sleep(0.1)
+    steady = sample_tree(root)
+    since = time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = sample_tree(root)
+        moved = now.per_pid.keys() != steady.per_pid.keys() or any(
+            abs(kib - steady.per_pid[pid]) > 1024 for pid, kib in now.per_pid.items()
+        )
+        if moved:
+            steady, since = now, time.monotonic()
+    if time.monotonic() >= deadline:
+        print(f"warning: the tree's RSS still moving after {timeout:g} s")
+    return sample_tree(root)
+
+
 # -- the mail ---------------------------------------------------------------------------------
 
 
@@ -232,9 +268,13 @@ class Run:
 
 
 def run(
-    server: Server, db_path: Path, mails: list[BigMail], label: str, args: argparse.Namespace
+    server: Server,
+    db_path: Path,
+    mails: list[BigMail],
+    label: str,
+    args: argparse.Namespace,
+    baseline: Sample,
 ) -> Run:
-    baseline = sample_tree(server.pid)
     sampler = TreeSampler(server.pid, args.interval)
     sampler.start()
     sent = Sent()
@@ -260,7 +300,12 @@ def run(
     )
 
 
-def show(r: Run, budget: int) -> None:
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.0f}"
+
+
+def show(r: Run, budget: int, bound: int) -> bool:
+    """Print the run's figures and its PASS/FAIL line; True if it passed."""
     growth = (r.peak.total - r.baseline.total) * 1024
     print(
         f"\n{r.label}: {r.mails} mail(s), {r.wire / 1e6:.1f} MB on the wire, stored in "
@@ -270,25 +315,63 @@ def show(r: Run, budget: int) -> None:
     for error in r.sent.errors[:3]:
         print(f"  error: {error}")
     print(
-        f"  tree RSS: baseline {r.baseline.total / 1024:.0f} MiB, peak {r.peak.total / 1024:.0f} "
+        f"  tree RSS: baseline {_mib(r.baseline.total)} MiB, peak {_mib(r.peak.total)} "
         f"MiB, growth {growth / MIB:.0f} MiB = {growth / r.wire:.2f} x the wire size"
         + (f" = {growth / budget:.2f} x max_inflight_bytes" if r.mails > 1 else "")
     )
-    at_peak = ", ".join(
-        f"{r.peak.names.get(pid, '?')} {kib / 1024:.0f}"
-        for pid, kib in sorted(r.peak.per_pid.items(), key=lambda x: -x[1])
+    print(
+        "  baseline (MiB): "
+        + ", ".join(
+            f"{r.baseline.names.get(pid, '?')} {_mib(kib)}"
+            for pid, kib in sorted(r.baseline.per_pid.items(), key=lambda x: -x[1])
+        )
     )
-    print(f"  at the peak (MiB): {at_peak}")
+    # Each process's share of the growth: a process born since the baseline counts whole, one
+    # gone since counts minus its baseline.
+    pids = sorted(r.peak.per_pid.keys() | r.baseline.per_pid.keys())
+    shares = {pid: r.peak.per_pid.get(pid, 0) - r.baseline.per_pid.get(pid, 0) for pid in pids}
+    names = {**r.baseline.names, **r.peak.names}
+    print(
+        "  at the peak (MiB, + growth since the baseline): "
+        + ", ".join(
+            f"{names.get(pid, '?')}{'' if pid in r.baseline.per_pid else ' (new)'}"
+            f"{' (gone)' if pid not in r.peak.per_pid else ''} "
+            f"{_mib(r.peak.per_pid.get(pid, 0))} ({shares[pid] / 1024:+.0f})"
+            for pid in sorted(pids, key=lambda p: -abs(shares[p]))
+            if abs(shares[pid]) >= 512 or pid in r.peak.per_pid
+        )
+    )
     serve = sum(k for pid, k in r.baseline.per_pid.items() if r.baseline.names[pid] == "serve")
     highest: dict[str, int] = {}
     for name, kib in r.by_pid.values():
         highest[name] = max(highest.get(name, 0), kib)
     workers = sum(1 for name, _ in r.by_pid.values() if name == "parse-worker")
     print(
-        f"  highest per process: serve {highest.get('serve', 0) / 1024:.0f} MiB (baseline "
-        f"{serve / 1024:.0f}), parse worker {highest.get('parse-worker', 0) / 1024:.0f} MiB "
-        f"({workers} worker processes seen)"
+        f"  highest per process: serve {_mib(highest.get('serve', 0))} MiB (baseline "
+        f"{_mib(serve)}), parse worker {_mib(highest.get('parse-worker', 0))} MiB "
+        f"({workers} worker processes seen), sender child {_mib(highest.get('child', 0))} MiB"
     )
+    if r.mails == 1:
+        ok = growth <= 3 * r.wire
+        target = f"<= 3 x the wire size ({3 * r.wire / MIB:.0f} MiB)"
+    else:
+        ok = growth <= bound
+        target = (
+            f"<= max_inflight_bytes + 2 x max_message_bytes x parse_workers ({bound / MIB:.0f} MiB)"
+        )
+    ok = ok and r.intact == r.mails and not r.sent.errors
+    print(
+        f"{'PASS' if ok else 'FAIL'} attachment memory, {r.label}: growth {growth / MIB:.0f} MiB "
+        f"{target}; {r.intact}/{r.mails} attachments intact"
+    )
+    return ok
+
+
+def _setting(config: Path, key: str, default: int) -> int:
+    for line in config.read_text().splitlines():
+        if line.strip().startswith(key) and line.split("=", 1)[0].strip() == key:
+            return int(line.split("=", 1)[1].split("#")[0].strip().strip('"'))
+    return default
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -298,6 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.02, help="RSS sampling, seconds")
     parser.add_argument("--retry", type=float, default=0.2, help="seconds before a 452 retry")
     parser.add_argument("--tree", type=Path, default=ROOT, help="checkout to run mailgate from")
+    parser.add_argument(
+        "--settle", type=float, default=2.0, help="seconds of steady RSS before the baseline"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     python = str(VENV_PY if VENV_PY.exists() else Path(sys.executable))
@@ -321,10 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("metrics", "listen"): "",
         },
     )
-    budget = 268435456
-    for line in config.read_text().splitlines():
-        if line.strip().startswith("max_inflight_bytes"):
-            budget = int(line.split("=", 1)[1].split("#")[0].strip().strip('"'))
+    budget = _setting(config, "max_inflight_bytes", 268435456)
+    bound = budget + 2 * _setting(config, "max_message_bytes", 41943040) * _setting(
+        config, "parse_workers", 2
+    )
     tag = f"{os.getpid()}x"
     one = [big_mail(tag + "o", 0, args.size)]
     many = [big_mail(tag + "p", i, args.size) for i in range(args.parallel)]
@@ -336,19 +422,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         async def warm() -> None:
             client = await Client.open("127.0.0.1", port)
-            for i in range(5):
+            for i in range(WARM):
                 await client.send(make_message(tag + "w", i, 3000))
             await client.close()
 
         asyncio.run(warm())
+        # Each warm mail is a first contact: a confirmation and an activation.
+        baseline = settle(server.pid, tmp / "sent", 2 * WARM, args.settle, 60.0)
         print(
             f"mailgate from {args.tree}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
             f"attachment {args.size / 1e6:.0f} MB, max_inflight_bytes {budget / MIB:.0f} MiB, "
             f"RSS sampled every {args.interval * 1000:.0f} ms"
         )
-        show(run(server, db_path, one, "one", args), budget)
+        ok = show(run(server, db_path, one, "one", args, baseline), budget, bound)
         if many:
-            show(run(server, db_path, many, f"{len(many)} in parallel", args), budget)
+            baseline = settle(server.pid, tmp / "sent", 2 * WARM + 2, args.settle, 60.0)
+            label = f"{len(many)} in parallel"
+            ok = show(run(server, db_path, many, label, args, baseline), budget, bound) and ok
     finally:
         code = server.stop()
         print(f"\nmailgate serve exit code after SIGTERM: {code}")
@@ -358,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
