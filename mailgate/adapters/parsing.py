@@ -11,14 +11,19 @@ Big mail (issue 11: one 25 MB attachment lifted the process tree by ~300 MB): lo
 are decoded outside the MIME parser (core/hollow.py). Given the blob store, a worker writes
 every attachment of STORE_BYTES or more itself and sends back a BlobRef (digest and size), so
 the parent never receives, unpickles or holds those bytes; `BlobStore.put` of a BlobRef only
-checks it is there. A worker that parsed a mail of RECYCLE_BYTES or more is replaced, so the
-memory the parse took goes back to the system instead of staying in its heap.
+checks it is there. A mail of BY_BLOB_BYTES or more, which ingest stored before parsing it, is
+not sent through the pipe: the worker maps its blob file (mmap) and core/hollow.py drops each
+slice from the worker's pages once scanned or decoded, so the worker never holds the mail whole
+(a 34 MB mail lifted it by 36 MiB read whole, by a few MiB mapped). A worker that parsed a
+mail of RECYCLE_BYTES or more is replaced, so the memory the parse took goes back to the
+system instead of staying in its heap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import multiprocessing
 import queue
 from collections.abc import Callable, Iterable
@@ -27,7 +32,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mailgate import logs
-from mailgate.core.hollow import parse_hollowed
+from mailgate.core.hollow import Raw, parse_hollowed
 from mailgate.core.mail import BlobRef, InboundMail, MailParseError, parse_mail
 from mailgate.errors import TempFailure
 from mailgate.store.blobs import BlobStore
@@ -53,7 +58,7 @@ def _write_blob(blobs: BlobStore, pieces: Iterable[bytes]) -> BlobRef:
         return writer.commit()
 
 
-def parse_storing(raw: bytes, parse: Parse, blobs: BlobStore | None) -> InboundMail:
+def parse_storing(raw: Raw, parse: Parse, blobs: BlobStore | None) -> InboundMail:
     """parse(raw), big base64 bodies decoded outside the parser; with a blob store, every
     attachment of STORE_BYTES or more written to it and given as a BlobRef."""
     if blobs is None:
@@ -75,16 +80,32 @@ def parse_storing(raw: bytes, parse: Parse, blobs: BlobStore | None) -> InboundM
     )
 
 
+def _open_stored(blobs: BlobStore, digest: str) -> Raw:
+    """A big mail the parent already stored: its blob file mapped read-only, else (no local
+    file: an object store's blob not cached here) its bytes read from the store once."""
+    local = blobs.local_path(digest)
+    try:
+        with open(local, "rb") as fh:
+            return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)  # outlives the fd
+    except (OSError, ValueError):  # not here (ValueError: an empty file cannot be mapped)
+        return blobs.get(digest)
+
+
+def _close(raw: Raw) -> None:
+    if isinstance(raw, mmap.mmap):
+        with contextlib.suppress(BufferError):  # still exported: unmapped when collected
+            raw.close()
+
+
 def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
     """The worker's loop: raw bytes in, ("ok", InboundMail) or an error out, until EOF."""
     conn.send(("ready", None))
     while True:
+        raw: Raw
         try:
             tag = conn.recv_bytes()
             if tag.startswith(BY_BLOB) and blobs is not None:
-                # A big mail the parent already stored: read once from the blob store (one
-                # allocation of its size) rather than grown through the pipe and copied.
-                raw = blobs.get(tag[len(BY_BLOB) :].decode("ascii"))
+                raw = _open_stored(blobs, tag[len(BY_BLOB) :].decode("ascii"))
             else:
                 raw = conn.recv_bytes()
         except (EOFError, OSError):  # the parent closed the pipe, or died
@@ -98,6 +119,8 @@ def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
             reply = ("tempfail", str(exc))
         except Exception as exc:  # handed to the parent, which counts it as a crash
             reply = ("crashed", f"{type(exc).__name__}: {exc}")
+        finally:
+            _close(raw)
         del raw
         conn.send(reply)
 

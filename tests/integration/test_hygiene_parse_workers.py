@@ -164,3 +164,37 @@ def test_a_worker_that_parsed_a_big_mail_is_replaced_and_a_small_one_kept(tmp_pa
         assert pool(MAIL).subject == "Bonjour" and _worker_pids() == second
     finally:
         pool.stop()
+
+
+def _kib(pid: int, key: str) -> int:
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux /proc needed")
+def test_a_stored_big_mail_is_mapped_by_the_worker_never_held_whole(tmp_path):
+    """Ingest stores the raw mail before parsing it: the worker maps that blob instead of
+    receiving or reading the bytes, and its peak memory stays far below the mail's size
+    (read whole, it rose by at least the size)."""
+    blobs = BlobStore(tmp_path / "blobs")
+    data = payload(24_000_000, 4)
+    raw = with_attachments(("dump.bin", data, "base64"), subject="Gros fichier")
+    blobs.put(raw)
+    pool = ParseWorkers(workers=1, timeout=60.0, blobs=blobs, recycle_bytes=1 << 40)
+    pool.start()
+    try:
+        (pid,) = _worker_pids()
+        assert pool(MAIL).subject == "Bonjour"  # the parser's first use, lazy imports
+        before = _kib(pid, "VmRSS")
+        mail = pool(raw)
+        peak = _kib(pid, "VmHWM")
+        assert _worker_pids() == {pid}
+    finally:
+        pool.stop()
+    assert mail.attachments[0].payload == BlobRef(sha256(data), len(data))
+    assert blobs.get(sha256(data)) == data
+    assert (mail.subject, mail.from_addr) == ("Gros fichier", "jean@client.example")
+    assert [a.filename for a in mail.attachments] == ["dump.bin"]
+    assert (peak - before) * 1024 < len(raw) // 3, f"the worker rose by {peak - before} KiB"
