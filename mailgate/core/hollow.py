@@ -27,6 +27,7 @@ reads it whole.
 from __future__ import annotations
 
 import binascii
+import itertools
 import mmap
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -77,7 +78,7 @@ def base64_runs(raw: Raw, min_bytes: int = MIN_BYTES) -> list[tuple[int, int]]:
     if len(raw) < min_bytes:
         return found
     begin = 0
-    for gap in [*_gaps(raw), None]:
+    for gap in itertools.chain(_gaps(raw), [None]):  # lazily: text has millions of gaps
         stop = gap.start() if gap is not None else len(raw)
         if stop - begin >= min_bytes:
             # `begin` follows a byte outside the alphabet, mid-line, unless it is 0.

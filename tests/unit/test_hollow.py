@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import mmap
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,19 @@ def test_a_mapped_mail_parses_the_same_and_its_pages_are_let_go(tmp_path: Path):
         # A mail the shortcut cannot vouch for is parsed whole from the mapping, the same.
         assert parse_hollowed(mapped, parse, min_bytes=len(raw) + 1) == mail
         assert parse.sizes[-1] == len(raw)
+
+
+def test_scanning_a_big_text_mail_holds_no_more_than_a_slice():
+    """A text body (a log file sent 8bit, say) has millions of bytes outside the base64
+    alphabet: the scan goes through them, it does not collect them (it did: 28x the mail)."""
+    log = b"".join(
+        b"2026-12-02 14:00:%02d INFO request %d: 200 OK\r\n" % (i % 60, i) for i in range(30_000)
+    )
+    raw = b"From: jean@client.example\r\nSubject: log\r\n\r\n" + log
+    tracemalloc.start()
+    try:
+        assert base64_runs(raw) == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * hollow.SLICE < len(raw), f"{peak} bytes held scanning {len(raw)}"
