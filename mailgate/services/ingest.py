@@ -3,8 +3,10 @@
 parse -> raw bytes stored (content-addressed, fsync'd) -> ONE transaction: receipt under a
 unique dedupe key (a duplicate creates nothing) -> loop / bounce / automatic checks -> account
 -> ticket -> message and attachments -> status -> outbound rows -> commit. Only then does the
-caller say 250. Several waiting messages share one commit (GroupCommitter), each inside its
-own SAVEPOINT so one failing message never takes its neighbours down.
+caller say 250. A raw mail up to INLINE_RAW_BYTES is not a blob: it is written in that same
+transaction (table rawmail), durable with it, read back with `Ingestor.raw`.
+Several waiting messages share one commit (GroupCommitter), each inside its own SAVEPOINT so
+one failing message never takes its neighbours down.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from mailgate.services import poison, sender_trust
 from mailgate.services.bounce_handling import BounceHandler
 from mailgate.services.commit import GroupCommitter
 from mailgate.services.incoming import Incoming, NewAttachment
-from mailgate.services.receipts import claim_receipt, record_decision
+from mailgate.services.receipts import claim_receipt, record_decision, store_raw, stored_raw
 from mailgate.services.thread_match import ThreadMatcher
 from mailgate.services.tickets import Conversations
 from mailgate.store.blobs import BlobStore
@@ -42,6 +44,12 @@ from mailgate.store.db import Database
 from mailgate.store.models import Account, Message, Quarantine, Ticket
 
 T = TypeVar("T")
+
+# Raw mails up to this size go into the group-committed transaction (table rawmail) instead of
+# a blob file: a blob costs a file create, two fsyncs and a rename per mail (~14 % of serve's
+# CPU and ~2 ms before the writer even sees the mail); in the database it rides the commit
+# the 250 waits for anyway. Bigger mails stay blobs (the parse worker reads those itself).
+INLINE_RAW_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -232,7 +240,10 @@ class Ingestor:
             or [self.check_recipient(self.addresses.support)],
             self.reply_key,
         )
-        sha = self.blobs.put(raw)
+        if len(raw) <= INLINE_RAW_BYTES:
+            sha = hashlib.sha256(raw).hexdigest()  # stored by _claim, in the transaction
+        else:
+            sha = self.blobs.put(raw)
         body_sha = body_digest(raw)
         mail: InboundMail | None = None
         try:
@@ -273,6 +284,13 @@ class Ingestor:
                 ticket=d.ticket_id,
             )
         return deliveries
+
+    def raw(self, sha256: str) -> bytes:
+        """A stored raw mail: a small one from the database, a big one (or one stored before
+        migration 0013) from the blob store. FileNotFoundError when it is in neither."""
+        with self.db.read() as session:
+            found = stored_raw(session, sha256)
+        return found if found is not None else self.blobs.get(sha256)
 
     @property
     def trust_required(self) -> bool:
@@ -375,7 +393,7 @@ class Ingestor:
     ) -> Delivery:
         """Quarantine without processing, under a receipt so a redelivery is a duplicate."""
         key = dedupe_key(message_id, (mail.from_addr if mail else ""), body_digest(raw))
-        receipt_id = self._claim(session, key, message_id, rcpt, envelope, sha)
+        receipt_id = self._claim(session, key, message_id, rcpt, envelope, sha, raw)
         if receipt_id is None:
             return Delivery(rcpt.address, Outcome.DUPLICATE, None, message_id)
         self.quarantine(session, sha, len(raw), reason, rcpt.address, envelope, message_id)
@@ -390,11 +408,12 @@ class Ingestor:
         rcpt: Recipient,
         envelope: Envelope,
         sha: str,
+        raw: bytes,
     ) -> int | None:
         """Record this delivery under its dedupe key; None when it was already recorded (an
         MTA retry, the same mail to another of our addresses, or another instance a moment
-        ago): the caller then creates nothing."""
-        return claim_receipt(
+        ago): the caller then creates nothing. A small raw mail is kept with its receipt."""
+        receipt_id = claim_receipt(
             session,
             key=key,
             message_id=message_id,
@@ -404,6 +423,9 @@ class Ingestor:
             sha=sha,
             now=self.clock.now(),
         )
+        if receipt_id is not None and len(raw) <= INLINE_RAW_BYTES:
+            store_raw(session, sha, raw)
+        return receipt_id
 
     # -- one recipient, inside the transaction ------------------------------------------
 
@@ -421,7 +443,7 @@ class Ingestor:
     ) -> Delivery:
         message_id = mail.message_id if mail else f"{sha[:32]}@mailgate.invalid"
         key = dedupe_key(message_id, mail.from_addr if mail else "", body_sha)
-        receipt_id = self._claim(session, key, message_id, rcpt, envelope, sha)
+        receipt_id = self._claim(session, key, message_id, rcpt, envelope, sha, raw)
         if receipt_id is None:
             return Delivery(rcpt.address, Outcome.DUPLICATE, None, message_id)
         decision = self._decide(session, raw, sha, mail, problem, rcpt, envelope, trust)

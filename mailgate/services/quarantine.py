@@ -49,7 +49,7 @@ class QuarantineService:
             if q is None:
                 raise NotFound(f"no quarantined mail {qid}")
             data = _row(q)
-        raw = self.ingestor.blobs.get(q.raw_sha256)
+        raw = self.ingestor.raw(q.raw_sha256)  # the database or the blob store
         data["headers"] = (
             raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
         )
@@ -61,7 +61,7 @@ class QuarantineService:
             q = session.get(Quarantine, qid)
             if q is None or q.status != "held":
                 raise NotFound(f"no held quarantined mail {qid}")
-        raw = self.ingestor.blobs.get(q.raw_sha256)
+        raw = self.ingestor.raw(q.raw_sha256)  # the database or the blob store
         try:
             mail = strip_internal_headers(parse_mail(raw))
         except MailParseError as exc:

@@ -10,14 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from mailgate.core.enums import Outcome, Step
-from mailgate.store.models import Receipt
+from mailgate.store.models import RawMail, Receipt
 
 _TABLE: Any = Receipt.__table__  # type: ignore[attr-defined]
+_RAW: Any = RawMail.__table__  # type: ignore[attr-defined]
 
 
 # Built once: a statement object reused keeps its cache key, and the writer runs these two
@@ -28,6 +29,12 @@ _CLAIM = {
     .returning(_TABLE.c.id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
+# The same raw mail to several of our addresses (or claimed again after a crash) is one row.
+_STORE_RAW = {
+    name: dialect.insert(_RAW).on_conflict_do_nothing(index_elements=["sha256"])
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_READ_RAW = select(_RAW.c.data).where(_RAW.c.sha256 == bindparam("sha256"))
 _DECIDE = (
     update(_TABLE)
     .where(_TABLE.c.id == bindparam("receipt_id"))
@@ -78,3 +85,15 @@ def record_decision(
             "decided_by": step.value,
         },
     )
+
+
+def store_raw(session: Session, sha: str, raw: bytes) -> None:
+    """Keep a small raw message in this transaction: durable with the receipt's commit."""
+    conn = session.connection()
+    conn.execute(_STORE_RAW[conn.dialect.name], {"sha256": sha, "data": raw})
+
+
+def stored_raw(session: Session, sha: str) -> bytes | None:
+    """The raw message kept by store_raw, or None (a big one: it is a blob)."""
+    found = session.connection().execute(_READ_RAW, {"sha256": sha}).scalar()
+    return None if found is None else bytes(found)

@@ -175,6 +175,17 @@ class IngestFailure(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_ts())
 
 
+class RawMail(SQLModel, table=True):
+    """A small raw message (up to services/ingest.py INLINE_RAW_BYTES), written in the group
+    commit that records its receipt: that commit makes its bytes durable, with no blob file and
+    its two fsyncs. Bigger mails are blobs. Read with `Ingestor.raw(sha256)` (here, then the
+    blob store); `mailgate blobs migrate` has nothing to copy for these: they live in the
+    database every instance shares."""
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 class Outbox(SQLModel, table=True):
     # first_contact_slot reads the window from this index alone (status, attempts: not sent?).
     __table_args__ = (

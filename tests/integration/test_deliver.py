@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from mailgate.services.ingest import INLINE_RAW_BYTES
 from mailgate.store.db import Database
 from mailgate.store.models import Quarantine, Ticket
 from mailgate.store.schema_version import head_revision
@@ -131,7 +132,9 @@ def test_deliver_exits_75_and_stores_nothing_when_the_transaction_fails(
 def test_deliver_exits_75_when_the_disk_refuses_the_raw_message(
     config_path: Path, db: Database
 ):
-    raw = mail_bytes(make_mail())
+    # Over INLINE_RAW_BYTES: its raw bytes are a blob (a smaller one goes into the database).
+    raw = mail_bytes(make_mail(body="Bonjour, une ligne de texte.\n" * 3000))
+    assert len(raw) > INLINE_RAW_BYTES
     with blob_store_broken(data_dir_of(config_path)):
         proc = deliver(config_path, raw)
     assert proc.returncode == EX_TEMPFAIL, proc.stderr.decode()

@@ -21,6 +21,7 @@ from sqlmodel import select
 
 from mailgate.errors import TempFailure
 from mailgate.services.commit import GroupCommitter
+from mailgate.services.ingest import INLINE_RAW_BYTES
 from mailgate.store.db import Database
 from mailgate.store.models import Receipt
 from tests.conftest import make_mail
@@ -93,8 +94,15 @@ def test_transaction_failing_halfway_gets_451_and_nothing_is_stored(
     assert_retry_goes_through_once(mailgate, raw)
 
 
+def _big_raw(subject: str = "Imprimante en panne") -> bytes:
+    """A mail whose raw bytes are a blob: a smaller one is kept in the database (rawmail)."""
+    raw = mail_bytes(make_mail(subject=subject, body="Bonjour, une ligne de texte.\n" * 3000))
+    assert len(raw) > INLINE_RAW_BYTES
+    return raw
+
+
 def test_disk_refusing_the_raw_message_gets_451_and_nothing_is_stored(mailgate: Mailgate):
-    raw = mail_bytes(make_mail())
+    raw = _big_raw()
     with blob_store_broken(mailgate.config.data_dir):
         result = smtp_transaction(mailgate.smtp_port, raw, [SUPPORT])
     assert_clean_451(result)
@@ -167,7 +175,7 @@ def test_sigterm_finishes_the_mail_in_flight_and_exits_0(serve_process: tuple, d
     log.wait_for(r"event=serve\.ready")
     port = int(log.wait_for(r"event=listener\.started name=smtp address=[\d.]+:(\d+)").group(1))
     data_dir = cfg.parent / "data"
-    raw = mail_bytes(make_mail(subject="Envoyé pendant l'arrêt"))
+    raw = _big_raw("Envoyé pendant l'arrêt")  # a blob: seen on disk while the database waits
     results: list[SmtpResult] = []
     client = threading.Thread(
         target=lambda: results.append(smtp_transaction(port, raw, [SUPPORT]))

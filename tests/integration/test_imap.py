@@ -17,7 +17,7 @@ from sqlmodel import select
 from mailgate import config as config_mod
 from mailgate.adapters.imap import ImapPoller, mailbox_key, move
 from mailgate.app import App, build
-from mailgate.services.ingest import Envelope
+from mailgate.services.ingest import INLINE_RAW_BYTES, Envelope
 from mailgate.services.ticket_views import list_tickets
 from mailgate.store.models import Outbox, Quarantine
 from tests.conftest import make_mail
@@ -203,7 +203,10 @@ def test_refused_mail_goes_to_failed(app: App, imap_account):
 
 
 def test_temporary_failure_leaves_the_mail_for_the_next_pass(app: App, imap_account):
-    uid = imap_account.append(raw_mail(subject="Disque plein"))
+    # Over INLINE_RAW_BYTES: its raw bytes are a blob (a smaller one goes into the database).
+    raw = raw_mail(subject="Disque plein", body="Bonjour, une ligne de texte.\n" * 3000)
+    assert len(raw) > INLINE_RAW_BYTES
+    uid = imap_account.append(raw)
     blobs = app.blobs.root
     blobs.parent.mkdir(parents=True, exist_ok=True)
     blobs.write_text("not a folder")  # the blob store cannot write: a real OSError -> 451-like
