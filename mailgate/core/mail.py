@@ -63,6 +63,9 @@ class Attachment:
     content_type: str
     payload: bytes | BlobRef  # a BlobRef only from a parse worker that stores big payloads
     inline: bool
+    # Content-Transfer-Encoding as the stdlib read it to decode the payload (core/hollow.py
+    # decodes big bodies outside the parser the same way).
+    transfer_encoding: str = ""
 
 
 @dataclass(frozen=True)
@@ -289,8 +292,10 @@ def _bodies_and_attachments(msg: Message) -> tuple[str, str | None, tuple[Attach
         if ctype == "message/rfc822" or part.get_content_maintype() == "multipart":
             inner = part.get_payload(0) if ctype == "message/rfc822" else None
             payload = _message_bytes(inner) if isinstance(inner, Message) else b""
+            encoding = ""
         else:
             payload = part.get_payload(decode=True) or b""
+            encoding = str(part.get("content-transfer-encoding", "")).lower()  # as decoded
         attachments.append(
             Attachment(
                 filename=filename,
@@ -298,6 +303,7 @@ def _bodies_and_attachments(msg: Message) -> tuple[str, str | None, tuple[Attach
                 payload=payload,
                 inline=disposition == "inline"
                 or (not disposition and bool(part.get("Content-ID"))),
+                transfer_encoding=encoding,
             )
         )
     html = "\n".join(htmls) if htmls else None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mailgate.core import hollow
-from mailgate.core.hollow import Run, base64_runs, decode_run, parse_hollowed
+from mailgate.core.hollow import Run, base64_runs, decode_run, parse_hollowed, text_runs
 from mailgate.core.mail import InboundMail, MailParseError, parse_mail
 from tests.support.bigmail import payload, with_attachments
 
@@ -87,7 +87,7 @@ def test_whatever_the_shortcut_cannot_vouch_for_is_parsed_whole(case: str):
     elif case == "forwarded message":  # a message/rfc822 attachment is re-serialised
         inner = with_attachments(("a.bin", data, "base64"))
         raw = (
-            b'From: jean@client.example\r\nSubject: fwd\r\nMIME-Version: 1.0\r\nContent-Type: '
+            b"From: jean@client.example\r\nSubject: fwd\r\nMIME-Version: 1.0\r\nContent-Type: "
             b'multipart/mixed; boundary="X"\r\n\r\n--X\r\nContent-Type: text/plain\r\n\r\nfwd\r\n'
             b"--X\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--X--\r\n"
         )
@@ -201,3 +201,106 @@ def test_scanning_a_big_text_mail_holds_no_more_than_a_slice():
     finally:
         tracemalloc.stop()
     assert peak < 4 * hollow.SLICE < len(raw), f"{peak} bytes held scanning {len(raw)}"
+
+
+def _text_mail(body: bytes, cte: str = "8bit", eol: bytes = b"\r\n", inline: bool = False) -> bytes:
+    disposition = b"inline" if inline else b'attachment; filename="app.log"'
+    name = b"" if inline else b'; name="app.log"'  # a text/plain part without one is a body
+    return eol.join(
+        [
+            b"From: jean@client.example",
+            b"Subject: log",
+            b"MIME-Version: 1.0",
+            b'Content-Type: multipart/mixed; boundary="B"',
+            b"",
+            b"--B",
+            b"Content-Type: text/plain; charset=utf-8",
+            b"",
+            b"Bonjour, voici le journal.",
+            b"--B",
+            b"Content-Type: text/plain; charset=utf-8" + name,
+            b"Content-Disposition: " + disposition,
+            b"Content-Transfer-Encoding: " + cte.encode(),
+            b"",
+            body + b"--B--",
+            b"",
+        ]
+    )
+
+
+def _log(lines: int, eol: bytes = b"\r\n") -> bytes:
+    return b"".join(
+        b"2026-12-02 14:00:%02d req=%d user=\xc3\xa9lodie -- ok  %s" % (i % 60, i, eol)
+        for i in range(lines)
+    )
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
+@pytest.mark.parametrize("cte", ["8bit", "7bit", "binary", "quoted-printable"])
+def test_a_big_text_attachment_is_taken_outside_the_parser_and_equals_the_whole_parse(
+    cte: str, eol: bytes
+):
+    """A log file sent as it is (or quoted-printable, "=" escapes and soft line breaks
+    included): one parse, of a small view, and the same result as the whole parse."""
+    body = _log(200, eol)
+    if cte == "quoted-printable":  # "=" escaped, a soft line break, an escaped byte
+        body = body.replace(b"=", b"=3D").replace(b"ok  ", b"o=" + eol + b"k=20 ")
+    raw = _text_mail(body, cte, eol)
+    mail, sizes = _hollowed(raw)
+    assert len(sizes) == 1 and sizes[0] < len(raw) // 10, "one parse, of a small view"
+    assert mail == parse_mail(raw)
+    assert mail.attachments[0].payload == _log(200, eol).removesuffix(eol)
+
+
+def test_binary_quoted_printable_and_a_mix_with_base64_are_taken_too():
+    data = payload(20_000)
+    raw = with_attachments(("qp.bin", data, "quoted-printable"), ("b.bin", data, "base64"))
+    mail, sizes = _hollowed(raw)
+    assert len(sizes) == 1 and sizes[0] < len(raw) // 10
+    assert mail == parse_mail(raw)
+    assert [a.payload for a in mail.attachments] == [data, data]
+
+
+@pytest.mark.parametrize("case", ["dash lines", "rfc2231 boundary", "nested"])
+def test_a_text_attachment_among_lines_and_parts_that_look_like_structure(case: str):
+    """Lines starting with "--" that are no boundary (a diff, a signature) stay inside; a
+    boundary declared in RFC 2231 pieces or by an inner multipart still ends the body."""
+    body = _log(200).replace(b"2026-12-02 14:00:10", b"--- a/mailgate/core/hollow.py", 1)
+    raw = _text_mail(body)
+    if case == "rfc2231 boundary":
+        raw = raw.replace(b'boundary="B"', b'boundary*0="B"; boundary*1="Z"', 1)
+        raw = raw.replace(b"\r\n--B", b"\r\n--BZ")
+    elif case == "nested":  # the log inside a multipart/alternative inside the mixed one
+        inner = _text_mail(body).split(b"\r\n\r\n", 1)[1].replace(b"--B", b"--I")
+        raw = (
+            b"From: jean@client.example\r\nSubject: log\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n'
+            b'Content-Type: multipart/alternative; boundary="I"\r\n\r\n'
+            + inner
+            + b"\r\n--B\r\nContent-Type: text/plain\r\n\r\nfin\r\n--B--\r\n"
+        )
+    mail, sizes = _hollowed(raw)
+    assert len(sizes) == 1 and sizes[0] < len(raw) // 10, "one parse, of a small view"
+    assert mail == parse_mail(raw)
+    assert [a.payload for a in mail.attachments] == [body.removesuffix(b"\r\n")]
+
+
+@pytest.mark.parametrize("case", ["bare CR", "inline text body", "single part", "uuencode"])
+def test_text_the_shortcut_cannot_vouch_for_is_parsed_as_before(case: str):
+    body = _log(200)
+    cte = "uuencode" if case == "uuencode" else "8bit"
+    if case == "bare CR":  # the parser ends a line at a bare CR: "--B" after it is a boundary
+        raw = _text_mail(body.replace(b"ok  \r\n", b"ok\r--B\r\n", 1))
+    elif case == "inline text body":
+        raw = _text_mail(body, inline=True)
+    elif case == "single part":
+        raw = (
+            b"From: jean@client.example\r\nSubject: log\r\nContent-Disposition: attachment\r\n\r\n"
+        )
+        raw += body
+    else:
+        raw = _text_mail(body, cte)
+    assert text_runs(raw, SMALL), "the case must have a text run, or it tests nothing"
+    mail, sizes = _hollowed(raw)
+    assert sizes[-1] == len(raw), "parsed whole"
+    assert mail == parse_mail(raw)
