@@ -193,10 +193,42 @@ class BigMail:
     attachment_sha256: str
 
 
-def big_mail(tag: str, i: int, size: int) -> BigMail:
-    """A customer mail with one `size`-byte attachment of random bytes, base64 in 76-column
-    lines as mail clients write it; a sender no other message uses."""
-    payload = os.urandom(size)
+def log_text(size: int, seed: int) -> bytes:
+    """About `size` bytes of a server log: the text attachment a customer sends as it is."""
+    lines, total, n = [], 0, 0
+    while total < size:
+        line = b"2026-12-02 14:%02d:%02d INFO req=%d user=%d served in %d ms\r\n" % (
+            n // 60 % 60,
+            n % 60,
+            n,
+            (n * 7919 + seed) % 100_003,
+            (n * 31 + seed) % 997,
+        )
+        lines.append(line)
+        total, n = total + len(line), n + 1
+    return b"".join(lines)
+
+
+def big_mail(tag: str, i: int, size: int, kind: str = "binary") -> BigMail:
+    """A customer mail with one `size`-byte attachment: random bytes, base64 in 76-column
+    lines as mail clients write it ("binary"), or a log file as text/plain sent 8bit
+    ("text"); a sender no other message uses."""
+    if kind == "text":
+        payload = log_text(size, i)
+        part = (
+            'Content-Type: text/plain; charset=utf-8; name="app.log"\r\n'
+            'Content-Disposition: attachment; filename="app.log"\r\n'
+            "Content-Transfer-Encoding: 8bit\r\n"
+        )
+        body = payload + b"\r\n"  # the parser strips the line end before the boundary
+    else:
+        payload = os.urandom(size)
+        part = (
+            "Content-Type: application/octet-stream\r\n"
+            'Content-Disposition: attachment; filename="dump.bin"\r\n'
+            "Content-Transfer-Encoding: base64\r\n"
+        )
+        body = base64.encodebytes(payload).replace(b"\n", b"\r\n")  # never starts with "."
     sender = f"big-{tag}-{i}@bench.example.org"
     head = (
         f"From: Customer {i} <{sender}>\r\n"
@@ -211,13 +243,8 @@ def big_mail(tag: str, i: int, size: int) -> BigMail:
         "Content-Type: text/plain; charset=utf-8\r\n"
         "\r\n"
         "Bonjour, voici le fichier.\r\n"
-        "--BIG-BOUNDARY\r\n"
-        "Content-Type: application/octet-stream\r\n"
-        'Content-Disposition: attachment; filename="dump.bin"\r\n'
-        "Content-Transfer-Encoding: base64\r\n"
-        "\r\n"
+        "--BIG-BOUNDARY\r\n" + part + "\r\n"
     ).encode()
-    body = base64.encodebytes(payload).replace(b"\n", b"\r\n")  # never starts a line with "."
     data = head + body + b"--BIG-BOUNDARY--\r\n"
     return BigMail(Outgoing(sender, data), hashlib.sha256(payload).hexdigest())
 
@@ -377,6 +404,12 @@ def _setting(config: Path, key: str, default: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=25_000_000, help="attachment bytes")
+    parser.add_argument(
+        "--attachment",
+        choices=("binary", "text"),
+        default="binary",
+        help="binary: random bytes, base64 (the target's case); text: a log file sent 8bit",
+    )
     parser.add_argument("--parallel", type=int, default=10, help="mails sent at once (0: skip)")
     parser.add_argument("--interval", type=float, default=0.02, help="RSS sampling, seconds")
     parser.add_argument("--retry", type=float, default=0.2, help="seconds before a 452 retry")
@@ -412,8 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, "parse_workers", 2
     )
     tag = f"{os.getpid()}x"
-    one = [big_mail(tag + "o", 0, args.size)]
-    many = [big_mail(tag + "p", i, args.size) for i in range(args.parallel)]
+    one = [big_mail(tag + "o", 0, args.size, args.attachment)]
+    many = [big_mail(tag + "p", i, args.size, args.attachment) for i in range(args.parallel)]
     # -P: the checkout on PYTHONPATH, not the current folder, provides `mailgate`.
     serve = [python, "-P", "-m", "mailgate", "--config", str(config), "serve"]
     server = Server("mailgate", serve, port, tmp / "mailgate.log", env)
@@ -431,7 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline = settle(server.pid, tmp / "sent", 2 * WARM, args.settle, 60.0)
         print(
             f"mailgate from {args.tree}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
-            f"attachment {args.size / 1e6:.0f} MB, max_inflight_bytes {budget / MIB:.0f} MiB, "
+            f"{args.attachment} attachment {args.size / 1e6:.0f} MB, "
+            f"max_inflight_bytes {budget / MIB:.0f} MiB, "
             f"RSS sampled every {args.interval * 1000:.0f} ms"
         )
         ok = show(run(server, db_path, one, "one", args, baseline), budget, bound)
