@@ -89,9 +89,9 @@ def test_100000_parts_are_quarantined_in_seconds_and_1000_are_read(roomy_mailgat
 
 
 def test_10000_deep_nesting_is_ticketed_in_seconds_with_what_lies_within_depth_20(
-    roomy_mailgate: Mailgate,
+    patient_mailgate: Mailgate,
 ):
-    mg = roomy_mailgate
+    mg = patient_mailgate
     deep = _deep(10_000)
     code, seconds = _timed(mg, deep)
     print(f"\n10,000-deep message ({len(deep) / 1e6:.1f} MB): 250 after {seconds:.2f} s")
