@@ -49,12 +49,12 @@ def config_extra() -> str:
 
 def visible(page: str, content: bool = True) -> str:
     """What a reader sees or hears: text, and the attributes a browser shows or reads out.
-    `content=False` leaves out what people wrote in their own language: the article (marked
-    with its `lang`), search hits and links to articles, which list articles in every
-    language."""
+    `content=False` leaves out what people wrote in their own language: an article's title,
+    section and body (each marked with its `lang`), search hits and links to articles, which
+    list articles in every language."""
     page = re.sub(r"(?s)<(script|style)\b.*?</\1>", " ", page)
     if not content:
-        page = re.sub(r'(?s)<article\b[^>]*\blang="[a-z]+"[^>]*>.*?</article>', " ", page)
+        page = re.sub(r'(?s)<(h1|span|div)\b[^>]*\blang="[a-z]+"[^>]*>.*?</\1>', " ", page)
         page = re.sub(r'(?s)<ol class="help-hits">.*?</ol>', " ", page)
         page = re.sub(r'(?s)<a\b[^>]*href="[^"]*/articles/[^"]*"[^>]*>.*?</a>', " ", page)
         page = re.sub(r"(?s)<textarea\b[^>]*>.*?</textarea>", " ", page)  # what was typed
