@@ -51,10 +51,10 @@ def _pg_drop(name: str) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With PostgreSQL available, every unit and service-tier test runs on both databases, and
     so do the socket-level modules marked `postgres` (where the engine shows: durability,
-    concurrency, dedupe, caps, pagination, search, imports, CLI admin, health; statuses and agents
-    run on both in tests/service). The other socket-level and
-    browser tests exercise protocols and pages the database does not change: on SQLite only,
-    which keeps the suite under 10 minutes on 2 cores."""
+    concurrency, dedupe, caps, pagination, search, imports, health; statuses, agents and what
+    the admin commands change run on both in tests/service). The other socket-level and browser
+    tests exercise protocols and pages the database does not change: on SQLite only, which
+    keeps the suite under 10 minutes on 2 cores."""
     if not PG_URL:
         return
     kept, dropped = [], []

@@ -33,7 +33,8 @@ from tests.conftest import make_mail
 from tests.support.mailflow import mail_bytes, run_cli
 from tests.support.peers import ROOT
 
-pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
+# SQLite only with PostgreSQL present too: these test the commands (arguments, output, exit
+# codes); what they change runs through the services, which tests/service runs on both.
 
 EX_USAGE, EX_SIGPIPE = 64, 141
 BASE_URL = "http://127.0.0.1:8025"  # write_config's [portal] base_url without a portal
