@@ -242,12 +242,7 @@ def cmd_agent_add(args: argparse.Namespace) -> int:
     core = _core(args)
     link = None
     with core.db.write() as session:
-        agent = core.accounts.add_agent(session, args.email, args.name)
-        if args.locale:  # the agent's mail (notifications, command errors) in it (issue 15)
-            from mailgate.core.language import Source
-
-            agent.locale, agent.locale_source = args.locale, Source.CHOSEN
-            session.add(agent)
+        agent = core.accounts.add_agent(session, args.email, args.name, args.locale)
         who = f"agent {agent.id} {agent.email} ({agent.name})"
         if agent.password_hash is not None:
             done = f"{who}: already active, signs in with their password"

@@ -152,12 +152,17 @@ class Accounts:
             "created_at": self.clock.now(),
         }
 
-    def add_agent(self, session: Session, email: str, name: str) -> Account:
-        """Makes (or promotes) an agent; an agent removed before is enabled again."""
+    def add_agent(
+        self, session: Session, email: str, name: str, locale: str | None = None
+    ) -> Account:
+        """Makes (or promotes) an agent; an agent removed before is enabled again. `locale`
+        is the language of the agent's mail, recorded as their choice (issue 15)."""
         account, _ = self.find_or_create_customer(session, email, name)
         account.role = Role.AGENT
         account.name = name[:200] or account.name
         account.disabled_at = None
+        if locale:
+            account.locale, account.locale_source = locale, Source.CHOSEN
         session.add(account)
         session.flush()
         logs.info("agent.added", account=account.id, email=account.email)
