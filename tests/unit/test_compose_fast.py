@@ -4,14 +4,17 @@ put in a name or a subject; and it gives the same bytes twice (a retry)."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
-from email.header import decode_header, make_header
+from email.charset import BASE64, QP, Charset
+from email.header import Header, decode_header, make_header
 from email.message import EmailMessage
 from email.utils import getaddresses
 
 import pytest
 
+from mailgate.core.compose import _UTF8 as FAST_UTF8
 from mailgate.core.compose import Outgoing, compose, compose_bytes, one_line
 
 LONG_ASCII = "Printer broken since yesterday, the screen stays black and nothing prints at all " * 2
@@ -162,3 +165,30 @@ def test_undecodable_text_echoed_from_a_broken_mail_is_sent_as_replacement_chara
     raw = _same_mail(_out(subject=broken, to_name=broken, text=broken, html=broken))
     msg = _parsed(raw)
     assert "\ufffd" in str(msg["Subject"]) and "\ufffd" in msg.get_body(("plain",)).get_content()
+
+
+def _stdlib_utf8() -> Charset:
+    stock = Charset("utf-8")
+    stock.header_encoding, stock.body_encoding = BASE64, QP
+    return stock
+
+
+def test_long_non_ascii_headers_are_split_as_the_stdlib_splits_them():
+    """compose's UTF-8 charset splits encoded words in linear time: the lines must be the
+    stdlib's own, whatever the mix of 1- to 4-byte characters and the line lengths."""
+    rng = random.Random(20261202)
+    alphabet = 'ab Z,;"<>=?_-' + "éàçÉ«»" + "€中文名前’" + "😀𝄞"
+    stock = _stdlib_utf8()
+    texts = SUBJECTS + NAMES + ["".join(rng.choices(alphabet, k=rng.randrange(0, 400)))
+                                for _ in range(300)]  # fmt: skip
+    for text in texts:
+        widths = [rng.choice([1, 5, 12, 20, 40, 64, 78, 200]) for _ in range(400)]
+        assert FAST_UTF8.header_encode_lines(text, iter(widths)) == stock.header_encode_lines(
+            text, iter(widths)
+        ), text
+        for name in ("Subject", "To", "X-A-Rather-Long-Header-Name-Here"):
+            assert Header(text, FAST_UTF8, header_name=name).encode(linesep="\r\n") == Header(
+                text, stock, header_name=name
+            ).encode(linesep="\r\n"), text
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate: refused as the stdlib does
+        FAST_UTF8.header_encode_lines("a\ud800b", iter([70] * 9))
