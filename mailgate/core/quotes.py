@@ -59,7 +59,7 @@ _MOBILE_SIGNATURE = re.compile(
     r"|Obtenir Outlook pour|Télécharger Outlook pour) \S.{0,60}$"
 )
 
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
 
 
 def strip_quotes(text: str, *, fallback: bool = True) -> str:
@@ -71,8 +71,9 @@ def strip_quotes(text: str, *, fallback: bool = True) -> str:
     With fallback=False, return "" when no new text is left: an agent's mail of commands only
     must not become a public reply made of the quoted history and a signature.
     """
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    clean = [_clean(line) for line in lines]
+    unix = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = unix.split("\n")
+    clean = _clean_lines(unix)
     quoted = _mark_quoted(clean)
     unquoted = [i for i, is_quoted in enumerate(quoted) if not is_quoted]
     body = _drop_signature(unquoted, clean)
@@ -82,11 +83,15 @@ def strip_quotes(text: str, *, fallback: bool = True) -> str:
     return _render(lines, body) or _render(lines, unquoted) or text.strip()
 
 
-def _clean(line: str) -> str:
-    """Canonical form used for matching only (the output keeps the original line)."""
-    line = unicodedata.normalize("NFC", line).translate(_INVISIBLE)
+def _clean_lines(text: str) -> list[str]:
+    """Each line's canonical form, used for matching only (the output keeps the original lines).
+
+    The text is normalised at once, not line by line: a line end is a starter that composes
+    with nothing, so NFC never reaches across it, and an ASCII text is already NFC."""
+    if not text.isascii():
+        text = _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
     # French typography puts U+00A0/U+202F before ":", Gmail puts U+202F before "AM".
-    return " ".join(line.split())
+    return [" ".join(line.split()) for line in text.split("\n")]
 
 
 def _mark_quoted(clean: list[str]) -> list[bool]:
