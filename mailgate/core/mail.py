@@ -37,6 +37,15 @@ _HEADER_LINE = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _BAD_ADDR = re.compile(r"[\x00-\x20\x7f<>]")
+# A From value both the strict and the lenient parser can read one way only: plain words (or
+# nothing) then one dot-atom address in angle brackets, or the address alone. No "=" or "?"
+# (no encoded word), no "." or quotes in the name: nothing for either parser to interpret.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]"
+_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_PLAIN_FROM = re.compile(
+    rf"(?:(?P<name>[A-Za-z0-9_'-]+(?: [A-Za-z0-9_'-]+)*) ?)?<(?P<addr>{_DOT_ATOM}@{_DOT_ATOM})>"
+    rf"|(?P<bare>{_DOT_ATOM}@{_DOT_ATOM})"
+)
 
 
 class MailParseError(Exception):
@@ -143,7 +152,11 @@ def strict_sender(values: list[object]) -> tuple[str, str] | None:
     (`boss@ours <x@evil>`, which lenient parsers read as two addresses) give None."""
     if len(values) != 1:
         return None
-    value = values[0]
+    return _plain_sender(values) or _parsed_sender(values[0])
+
+
+def _parsed_sender(value: object) -> tuple[str, str] | None:
+    """strict_sender of one From value, by the strict parser."""
     if isinstance(value, Header):  # raw 8-bit: keep the bytes' text, names decode later
         value = "".join(
             b.decode("utf-8", "replace") if isinstance(b, bytes) else b
@@ -164,6 +177,18 @@ def strict_sender(values: list[object]) -> tuple[str, str] | None:
     if not (at and local and domain) or _BAD_ADDR.search(addr) or "@" in local:
         return None
     return _sender_name(value, addr), addr
+
+
+def _plain_sender(values: list[object]) -> tuple[str, str] | None:
+    """(name, address) of a From field in the plain form most mail has (`Jean Dupont
+    <jean@example.com>`), without the strict parser (a tenth of a millisecond); None for any
+    other form. The strict and the lenient parser read such a value the same way."""
+    if len(values) != 1 or not isinstance(values[0], str):
+        return None
+    found = _PLAIN_FROM.fullmatch(" ".join(values[0].split()))
+    if found is None:
+        return None
+    return found["name"] or "", (found["addr"] or found["bare"]).lower()
 
 
 def _sender_name(value: object, addr: str) -> str:
@@ -333,10 +358,12 @@ def parse_mail(raw: bytes) -> InboundMail:
     if not msg.keys():
         raise MailParseError("no header fields")
     from_values = msg.get_all("From", [])
-    senders = _addresses(from_values)
-    if not senders:
-        raise MailParseError("no From address")
-    strict = strict_sender(from_values)
+    strict = _plain_sender(from_values)  # most mail: no parser needed, and none can disagree
+    if strict is None:
+        senders = _addresses(from_values)
+        if not senders:
+            raise MailParseError("no From address")
+        strict = strict_sender(from_values)
     from_name, from_addr = strict if strict is not None else ("", senders[0][1])
     raw_id = message_ids(msg.get("Message-ID"))
     message_id = raw_id[0] if raw_id else ""
