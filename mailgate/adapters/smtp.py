@@ -22,6 +22,7 @@ line objects (1.7 times its size) plus their join.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import IO, Any
 
@@ -42,6 +43,10 @@ TOO_BIG_REPLY = "552 5.3.4 Message too big for system"
 MAX_TICKETS_SHOWN = 200  # characters of ticket numbers in a 250: far below 512 octets
 DEFAULT_MAX_RECIPIENTS = 100  # RFC 5321 4.5.3.1.8: a server must accept at least 100
 SPOOL_BYTES = 1 << 20  # a DATA past this goes to a temporary file while it is read
+
+# `<local@domain>` in its everyday form: dot-atom on both sides, nothing to unquote or drop.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 
 
 class DataBudget:
@@ -189,6 +194,19 @@ def stored_reply(ticket_ids: list[int]) -> str:
     return f"250 2.0.0 Stored (ticket {','.join(shown)}{more})"
 
 
+def plain_path(arg: str) -> tuple[str, str] | None:
+    """(address, the rest) when `arg` opens with a plain `<local@domain>` followed by nothing
+    or by blanks and parameters (what aiosmtpd's parser returns then), else None."""
+    found = _PLAIN_PATH.match(arg)
+    if found is None:
+        return None
+    rest = arg[found.end() :]
+    if rest[:1] not in ("", " ", "\t"):
+        return None
+    rest = rest.lstrip(" \t")
+    return None if rest.startswith("(") else (found.group(1), rest)  # a comment: theirs
+
+
 def _declared_size(mail_options: list[str]) -> int:
     """The client's SIZE= from MAIL FROM (RFC 1870), 0 when it gave none."""
     for option in mail_options:
@@ -204,6 +222,18 @@ class MailgateSMTP(SMTP):
     setting for it: its `line_length_limit` is also the stream buffer's size)."""
 
     event_handler: InboundHandler
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parsing, with a shortcut for the everyday `<local@domain>`: its
+        own parser (email's RFC 5322 tokenizer, and a class made on every call) was a quarter
+        of the event loop's time under load. Anything else goes to aiosmtpd unchanged."""
+        found = plain_path(arg)
+        if found is None:
+            return super()._getaddr(arg)
+        address, rest = found
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, rest
 
     async def refuse_data(self, status: str) -> None:
         """The reply after the final dot when the data was not kept: one, for SMTP."""
