@@ -371,6 +371,8 @@ async def serve(
     await asyncio.to_thread(app.db.upgrade)
     app.committer.start()
     await asyncio.to_thread(app.parsers.start)  # parses get a deadline from here on
+    if app.ingestor.verifier is not None:  # the public suffix list, before the first mail
+        await asyncio.to_thread(app.ingestor.verifier.warm)
     inflight = InFlight()
     # One memory budget for the DATA of both listeners together (adapters/smtp.py).
     data_budget = DataBudget(cfg.inbound.max_inflight_bytes)

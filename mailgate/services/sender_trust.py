@@ -25,6 +25,10 @@ class SenderVerifier(Protocol):
         """Never raises and never blocks past its own deadline: a verdict, "none" at worst."""
         ...
 
+    def warm(self) -> None:
+        """Load what the first check would otherwise load (serve calls it at start)."""
+        ...
+
 
 class NoVerifier:
     """`verify_sender = "off"`: nothing is ever shown, so no From is ever trusted."""
@@ -33,6 +37,9 @@ class NoVerifier:
         self, raw: bytes, *, from_addr: str, mail_from: str, helo: str, client_ip: str
     ) -> Verdict:
         return Verdict("none", "", domain_of(from_addr), "sender verification is off")
+
+    def warm(self) -> None:
+        return None
 
 
 def verdict_from_authres(
