@@ -568,6 +568,9 @@ def start_profiler(
         "--pid",
         str(pid),
         "--threads",
+        "--subprocesses",  # the sender process and the parse workers too
+        "--rate",
+        "250",
         "--nonblocking",
         *extra,
         "--format",
