@@ -20,11 +20,13 @@ time in a stored context is an ISO 8601 string (services/assemble.py); both are 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale
 from babel.dates import format_date, format_time, get_timezone_name
 from babel.numbers import format_decimal
 from jinja2 import (
@@ -110,35 +112,67 @@ class MailRenderer:
         return Rendered(subject=subject, text=text, html=html)
 
 
-def _moment(context: Context, value: datetime | str) -> tuple[datetime, str]:
-    """`value` on the recipient's clock (`tz`, else the site's), and the mail's language."""
+def _moment(value: datetime | str, tz: str, default_tz: str) -> datetime:
+    """`value` on the recipient's clock (`tz`, else the site's)."""
     at = datetime.fromisoformat(value) if isinstance(value, str) else value
     at = at.replace(tzinfo=UTC) if at.tzinfo is None else at  # stored times are UTC
     try:
-        zone = ZoneInfo(context.get("tz") or context["default_tz"])
+        zone = ZoneInfo(tz or default_tz)
     except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo(context["default_tz"])  # an account's zone that no longer exists
-    return at.astimezone(zone), str(context["lang"])
+        zone = ZoneInfo(default_tz)  # an account's zone that no longer exists
+    return at.astimezone(zone)
+
+
+# The sender formats the same time twice per mail (text and HTML part), and Babel's own work
+# (parsing the locale, looking up CLDR zone names) is the same for every mail of a language:
+# both are kept. Every cached result is a pure function of its key.
+
+
+@lru_cache(maxsize=64)
+def _locale(lang: str) -> Locale:
+    return Locale.parse(lang)
+
+
+@lru_cache(maxsize=256)
+def _formatted(how: str, value: datetime | str, tz: str, default_tz: str, lang: str) -> str:
+    at = _moment(value, tz, default_tz)
+    if how == "date_long":
+        return str(format_date(at, "long", locale=_locale(lang)))
+    if how == "time_short":
+        return str(format_time(at, "short", tzinfo=at.tzinfo, locale=_locale(lang)))
+    # A zone's name depends on the zone, daylight time or not, the offset (the fallback names
+    # it: "GMT+05:30") and the language; not on the day.
+    assert isinstance(at.tzinfo, ZoneInfo)
+    key = (at.tzinfo.key, at.dst(), at.utcoffset(), lang)
+    found = _ZONE_NAMES.get(key)
+    if found is None:  # a few per zone and language: kept for good
+        found = _ZONE_NAMES[key] = str(get_timezone_name(at, "long", locale=_locale(lang)))
+    return found
+
+
+_ZONE_NAMES: dict[tuple[str, timedelta | None, timedelta | None, str], str] = {}
+
+
+def _filter(how: str, context: Context, value: datetime | str) -> str:
+    tz = context.get("tz") or ""
+    return _formatted(how, value, tz, context["default_tz"], str(context["lang"]))
 
 
 @pass_context
 def _date_long(context: Context, value: datetime | str) -> str:
-    at, lang = _moment(context, value)
-    return format_date(at, "long", locale=lang)
+    return _filter("date_long", context, value)
 
 
 @pass_context
 def _time_short(context: Context, value: datetime | str) -> str:
-    at, lang = _moment(context, value)
-    return format_time(at, "short", tzinfo=at.tzinfo, locale=lang)
+    return _filter("time_short", context, value)
 
 
 @pass_context
 def _zone_name(context: Context, value: datetime | str) -> str:
-    at, lang = _moment(context, value)
-    return str(get_timezone_name(at, "long", locale=lang))
+    return _filter("zone_name", context, value)
 
 
 @pass_context
 def _number(context: Context, value: float) -> str:
-    return format_decimal(value, locale=str(context["lang"]))
+    return format_decimal(value, locale=_locale(str(context["lang"])))
