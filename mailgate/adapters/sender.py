@@ -11,7 +11,8 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from mailgate import logs
@@ -28,8 +29,38 @@ from mailgate.services.outbox_queue import (
 )
 from mailgate.store.models import Outbox
 
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """An outbox row as the sender's own process gets it from serve (adapters/sender_process.py):
+    its columns, read-only. Building an ORM `Outbox` (SQLModel, pydantic, SQLAlchemy state) for
+    each claimed row cost a tenth of that process's CPU; the sender only reads them."""
+
+    id: int | None
+    kind: str
+    to_addr: str
+    subject: str
+    ticket_id: int | None
+    message_id: str
+    envelope_from: str
+    raw: bytes
+    params: str
+    automatic: bool
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    claimed_until: datetime | None
+    claimed_by: str
+    last_error: str
+    created_at: datetime
+    sent_at: datetime | None
+    reason: str
+    first_contact: bool
+
+
+Row = Outbox | ClaimedRow  # a claimed row: the sender reads it, never changes it
 Stop = Callable[[], bool]
-Assemble = Callable[[Outbox], bytes]
+Assemble = Callable[[Row], bytes]
 # What each row's new status counts as, in the `mailgate_outbound_total{result}` metric.
 _RESULT = {"sent": "sent", "queued": "retried", "failed": "failed"}
 
@@ -40,12 +71,12 @@ class Queue(Protocol):
 
     lease: timedelta
 
-    def claim_due(self, limit: int = ...) -> list[Outbox]: ...
+    def claim_due(self, limit: int = ...) -> Sequence[Row]: ...
 
     def settle(self, outcomes: list[Outcome]) -> dict[int, str]: ...
 
 
-def stored_bytes(row: Outbox) -> bytes:
+def stored_bytes(row: Row) -> bytes:
     """The bytes to put on the wire for a row: those fixed at enqueue time. The composition
     root passes another function (MailAssembler.assemble) once rows carry kind + parameters."""
     return row.raw
@@ -108,12 +139,12 @@ class Sender:
                 return attempted
         return attempted
 
-    def _send_batch(self, rows: Sequence[Outbox], stop: Stop) -> int:
+    def _send_batch(self, rows: Sequence[Row], stop: Stop) -> int:
         # Stop starting mails well before the lease runs out: past it, another sender could
         # take a row this one is still sending.
         deadline = time.monotonic() + self.queue.lease.total_seconds() / 2
         outcomes: list[Outcome] = []
-        ready: list[tuple[Outbox, OutboundMail]] = []
+        ready: list[tuple[Row, OutboundMail]] = []
         for row in rows:
             try:
                 raw = self.assemble(row)

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailgate import logs
+from mailgate.adapters.sender import ClaimedRow
 from mailgate.errors import TempFailure
 from mailgate.metrics import Metrics
 from mailgate.services.outbox_queue import OutboxQueue, Outcome
@@ -207,8 +208,11 @@ def _log_settings() -> tuple[str, int]:
     return ("json" if json_lines else "kv"), logger.level or logging.INFO
 
 
+_COLUMNS = tuple(c.name for c in Outbox.__table__.columns)  # type: ignore[attr-defined]
+
+
 def _columns(row: Outbox) -> dict[str, Any]:
-    return {c.name: getattr(row, c.name) for c in Outbox.__table__.columns}  # type: ignore[attr-defined]
+    return {name: getattr(row, name) for name in _COLUMNS}
 
 
 def _send_frame(sock: socket.socket, value: Any) -> None:
@@ -251,12 +255,12 @@ class WritesThroughServe:
             raise TempFailure(value)
         return value
 
-    def claim_due(self, limit: int = 100) -> list[Outbox]:
+    def claim_due(self, limit: int = 100) -> list[ClaimedRow]:
         try:
             rows = self._call("claim", limit)
         except (OSError, EOFError):
             return []  # serve is gone: the child is about to stop, it starts nothing new
-        return [Outbox(**row) for row in rows]
+        return [ClaimedRow(**row) for row in rows]
 
     def settle(self, outcomes: list[Outcome]) -> dict[int, str]:
         try:

@@ -29,7 +29,6 @@ from sqlmodel import SQLModel
 
 from mailgate.core.compose import OutAttachment, Outgoing, compose_bytes
 from mailgate.services.render import MailRenderer
-from mailgate.store.models import Outbox
 
 PARAMS_VERSION = 1
 
@@ -109,6 +108,28 @@ class BlobReader(Protocol):
     def get(self, sha256: str) -> bytes: ...
 
 
+class StoredMail(Protocol):
+    """What assembling reads of an outbox row: an ORM `Outbox`, or the read-only copy the
+    sender's own process gets from serve (adapters/sender.py ClaimedRow)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def to_addr(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def ticket_id(self) -> int | None: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def raw(self) -> bytes: ...
+    @property
+    def params(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Assembled:
     raw: bytes
@@ -128,10 +149,10 @@ class MailAssembler:
         self.blobs = blobs
         self.suggest = suggest  # help-centre articles for a confirmation (`suggest` in context)
 
-    def assemble(self, row: Outbox) -> bytes:
+    def assemble(self, row: StoredMail) -> bytes:
         return self.build(row).raw
 
-    def build(self, row: Outbox) -> Assembled:
+    def build(self, row: StoredMail) -> Assembled:
         """Raises ValueError/KeyError/jinja2 errors for a row that can never be assembled (a
         bad address, a template missing): the sender should fail that row, not retry it."""
         if not row.params:  # queued before params existed: its bytes were fixed then

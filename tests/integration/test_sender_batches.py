@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,14 @@ import pytest
 from sqlalchemy import event
 
 from mailgate import config as config_mod
-from mailgate.adapters.sender_process import WritesThroughServe
+from mailgate.adapters.sender import ClaimedRow
+from mailgate.adapters.sender_process import (
+    _COLUMNS,
+    WritesThroughServe,
+    _columns,
+    _receive_frame,
+    _send_frame,
+)
 from mailgate.app import App, build
 from mailgate.clock import FixedClock
 from mailgate.services.ingest import Envelope
@@ -311,5 +319,44 @@ def test_the_sender_process_records_itself_what_serve_cannot(
         assert set(queue.settle(outcomes).values()) == {"sent"}
         assert app.outbox.settle(outcomes)  # the same batch recorded again: no second count
         assert [(r.status, r.attempts) for r in outbox_rows(app.db)] == [("sent", 1)] * 4
+    finally:
+        app.db.dispose()
+
+
+def test_the_sender_process_gets_claimed_rows_as_their_columns_read_only(
+    tmp_path: Path, database_url: str, clock: FixedClock, sink: SmtpSink
+):
+    """The sender's own process gets serve's claim as columns and keeps them in a light
+    read-only row (no ORM object per row): every column there, the same bytes assembled."""
+    app = _app(tmp_path, database_url, sink.port, clock)
+    try:
+        _ingest(app, 2)
+        stored = {r.id: r for r in outbox_rows(app.db)}
+        serve, child = socket.socketpair()
+
+        def answer() -> None:  # serve's side of one claim, as SenderProcess._run_job does it
+            _verb, limit = _receive_frame(serve)
+            with app.db.write() as session:
+                rows = app.outbox.claim_in(session, limit)
+                _send_frame(serve, ("ok", [_columns(r) for r in rows]))
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        claimed = WritesThroughServe(app.outbox, child).claim_due(10)
+        thread.join()
+        assert {f.name for f in dataclasses.fields(ClaimedRow)} == set(_COLUMNS)
+        assert sorted(r.id for r in claimed) == sorted(stored) and len(claimed) == 4
+        for row in claimed:
+            orm = stored[row.id]
+            leased = {"claimed_until", "claimed_by"}  # set by this claim
+            assert {n: getattr(row, n) for n in _COLUMNS if n not in leased} == {
+                n: getattr(orm, n) for n in _COLUMNS if n not in leased
+            }
+            assert row.claimed_until is not None
+            assert app.sender.assemble(row) == app.sender.assemble(orm)
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                row.status = "sent"  # type: ignore[misc]
+        serve.close()
+        child.close()
     finally:
         app.db.dispose()
