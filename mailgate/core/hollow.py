@@ -2,8 +2,8 @@
 
 The stdlib parser keeps a body as a list of line strings and joins them, and
 `get_payload(decode=True)` splits and joins them again before decoding: a 34 MB base64 body
-peaks near 8 times its size. `parse_hollowed` hands the parser (mail-parser and the stdlib stay
-the parsers) the message with each long run of base64 lines replaced by one stand-in line that
+peaks near 8 times its size. `parse_hollowed` hands the parser (the stdlib stays the parser)
+the message with each long run of base64 lines replaced by one stand-in line that
 decodes to a marker. A run is found on the bytes alone: base64 alphabet and line ends only,
 from the start of a line, at least `min_bytes` long. Such lines cannot be a boundary, a header
 field or the blank line that ends a header block, so the parser sees the same structure.
@@ -13,9 +13,7 @@ payload is then the run decoded in slices, which equals the stdlib's decoding be
 strict base64 (padding at the very end only) is accepted. Anything else (a marker in a text
 body, in a forwarded message or a part cut below the depth limit, base64 the stdlib would
 repair) and the mail is parsed again whole, as before: the result never depends on the
-shortcut. A sender who writes a marker into the mail can only cause that second parse. One
-difference remains: `defects` may lack a CharsetDecodeDefect mail-parser would have found
-decoding the big payload as text; no code reads non-structural defects.
+shortcut. A sender who writes a marker into the mail can only cause that second parse.
 
 The same for a big attachment sent as it is (7bit, 8bit, binary: a log file) or
 quoted-printable, where the bytes alone do not tell body from structure: a text run is a

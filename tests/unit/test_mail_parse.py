@@ -734,3 +734,22 @@ def test_raw_utf8_headers_are_decoded() -> None:
     assert mail.subject == "R\u00e9clamation \u2013 facture n\u00b0 12"
     assert mail.from_name == "\u00c9lodie Martin"
     assert mail.from_addr == "elodie@example.com"
+
+
+def test_a_nul_in_a_charset_name_is_no_reason_to_quarantine() -> None:
+    # mail-parser (the parser until then) raised on it: the mail went to quarantine
+    mail = parse_mail(
+        b"From: a@example.com\nTo: s@example.com\nMessage-ID: <nul@example.com>\n"
+        b'Content-Type: text/plain; charset="ut\x00f-8"\n\nBonjour \xc3\xa9\n'
+    )
+    assert mail.text == "Bonjour \u00e9"
+
+
+def test_defects_are_the_ones_the_stdlib_found() -> None:
+    mail = parse_mail(
+        b"From: a@example.com\nTo: s@example.com, <<odd\nMessage-ID: <d@example.com>\n"
+        b"no colon here\n\nhi\n"
+    )
+    assert mail.to == ("s@example.com",)
+    # mail-parser added an AddressHeaderDefect of its own for "<<odd"; nothing reads those
+    assert mail.defects == ("MissingHeaderBodySeparatorDefect",)
