@@ -1,8 +1,10 @@
 """The one ingest path: SMTP, LMTP, IMAP, `deliver` and `import` all call Ingestor.ingest.
 
-parse -> raw bytes stored (content-addressed, fsync'd) -> ONE transaction: receipt under a
-unique dedupe key (a duplicate creates nothing) -> loop / bounce / automatic checks -> account
--> ticket -> message and attachments -> status -> outbound rows -> commit. Only then does the
+parse -> raw bytes stored (content-addressed, fsync'd) -> what needs no database (loop,
+bounce, third-party, automatic: ingest_steps.screen) -> ONE transaction: receipt under a
+unique dedupe key (a duplicate creates nothing) -> the decision's named steps
+(services/ingest_steps.py): account -> ticket -> message and attachments -> status ->
+outbound rows -> commit. Only then does the
 caller say 250. A raw mail up to INLINE_RAW_BYTES is not a blob: it is written in that same
 transaction (table rawmail), durable with it, read back with `Ingestor.raw`.
 Several waiting messages share one commit (GroupCommitter), each inside its own SAVEPOINT so
@@ -14,34 +16,43 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from mailgate import logs
 from mailgate.clock import Clock
-from mailgate.core import authres, loops, verification
+from mailgate.core import authres, verification
 from mailgate.core.addresses import AddressBook, Recipient
-from mailgate.core.bounces import parse_dsn
-from mailgate.core.enums import Outcome, Role, Step
+from mailgate.core.enums import Outcome, Step
 from mailgate.core.limits import body_start
-from mailgate.core.loops import Automatic
 from mailgate.core.mail import InboundMail, MailParseError, parse_mail, synthesize_message_id
-from mailgate.core.match import Candidate
 from mailgate.core.tokens import read_reply_token
 from mailgate.errors import MailgateError, Rejected, TempFailure, TooLarge
 from mailgate.services import poison, sender_trust
 from mailgate.services.bounce_handling import BounceHandler
 from mailgate.services.commit import GroupCommitter
-from mailgate.services.incoming import Incoming, NewAttachment
+from mailgate.services.ingest_steps import (
+    NOTHING_FOUND,
+    UNCHECKED,
+    Decision,
+    DecisionSteps,
+    Envelope,
+    Inbound,
+    Screening,
+    Trust,
+    screen,
+)
 from mailgate.services.receipts import claim_receipt, record_decision, store_raw, stored_raw
 from mailgate.services.thread_match import ThreadMatcher
 from mailgate.services.tickets import Conversations
 from mailgate.store.blobs import BlobStore
 from mailgate.store.clean import refused_value
 from mailgate.store.db import Database
-from mailgate.store.models import Account, Message, Quarantine, Ticket
+from mailgate.store.models import Quarantine
+
+__all__ = ["UNCHECKED", "Delivery", "Envelope", "Ingestor", "Trust"]
 
 T = TypeVar("T")
 
@@ -53,61 +64,11 @@ INLINE_RAW_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
-class Envelope:
-    mail_from: str | None  # "" is the null sender <>; None when unknown (IMAP, import)
-    recipients: tuple[str, ...]
-    channel: str = "smtp"
-    peer: str = ""  # "ip:port" of the SMTP client ("" when unknown: IMAP, deliver, import)
-    helo: str = ""  # the name the SMTP client gave in HELO/EHLO (SPF checks it)
-    send_mail: bool = True  # `mailgate import` loads history without mailing anyone
-    dmarc_failed: bool = False  # our MTA says DMARC failed: never threads, gets no mail
-
-
-@dataclass(frozen=True)
-class Trust:
-    """What is known of the From address (SPF/DKIM/DMARC, by our MTA or by our own checks)."""
-
-    verdict: str = ""  # pass | fail | none; "" when nothing is checked (no authserv_id, "off")
-    detail: str = ""
-
-    @property
-    def verified(self) -> bool:
-        return self.verdict == "pass"
-
-
-UNCHECKED = Trust()
-
-
-@dataclass(frozen=True)
 class Delivery:
     recipient: str
     outcome: Outcome
     ticket_id: int | None = None
     message_id: str = ""
-
-
-class Decision(NamedTuple):
-    outcome: Outcome
-    ticket_id: int | None
-    step: Step  # which step of the pipeline decided (recorded on the receipt)
-
-
-@dataclass
-class _Inbound:
-    """One delivery going through the steps; later steps read what earlier ones found."""
-
-    session: Session
-    raw: bytes
-    sha: str
-    mail: InboundMail | None
-    problem: str
-    rcpt: Recipient
-    envelope: Envelope
-    trust: Trust
-    released: bool
-    automatic: Automatic | None = None
-    sender: Account | None = None
-    candidate: Candidate | None = None
 
 
 def dedupe_key(message_id: str, sender: str, body_sha256: str) -> str:
@@ -203,20 +164,12 @@ class Ingestor:
         self.verifier = None if authserv_id else verifier
         self.verification_rules = verification_rules or verification.DEFAULT_RULES
         self.max_crashes = max_crashes
-        self.matcher = ThreadMatcher(reply_key)
-        self.bounces = BounceHandler(clock, hostname)
-        # The decision, as named steps in order; the first to answer decides.
-        self._steps: tuple[
-            tuple[Step, Callable[[_Inbound], tuple[Outcome, int | None] | None]], ...
-        ] = (
-            (Step.PARSE, self._step_parse),
-            (Step.SENDER, self._step_sender),
-            (Step.LOOP, self._step_loop),
-            (Step.BOUNCE, self._step_bounce),
-            (Step.THIRD_PARTY, self._step_third_party),
-            (Step.AUTOMATIC, self._step_automatic),
-            (Step.MATCH, self._step_match),
-            (Step.DISPATCH, self._step_dispatch),
+        self.steps = DecisionSteps(
+            conversations=conversations,
+            matcher=ThreadMatcher(reply_key),
+            bounces=BounceHandler(clock, hostname),
+            quarantine=self.quarantine,
+            trust_required=self.trust_required,
         )
 
     # -- entry point -------------------------------------------------------------------
@@ -260,11 +213,13 @@ class Ingestor:
                     self.blobs.put(part.payload)
                 trust = self.sender_trust(raw, mail, envelope)
                 envelope = self._authenticate(mail, envelope, trust)
+            # Here, not in the single writer's transaction: what needs no database.
+            found = screen(raw, mail, envelope, self.hostname, self.verification_rules)
             parsed, env = mail, envelope
 
             def job(session: Session) -> list[Delivery]:
                 return [
-                    self._one(session, raw, sha, body_sha, parsed, problem, r, env, trust)
+                    self._one(session, raw, sha, body_sha, parsed, problem, r, env, trust, found)
                     for r in recipients
                 ]
 
@@ -440,13 +395,14 @@ class Ingestor:
         rcpt: Recipient,
         envelope: Envelope,
         trust: Trust,
+        screening: Screening,
     ) -> Delivery:
         message_id = mail.message_id if mail else f"{sha[:32]}@mailgate.invalid"
         key = dedupe_key(message_id, mail.from_addr if mail else "", body_sha)
         receipt_id = self._claim(session, key, message_id, rcpt, envelope, sha, raw)
         if receipt_id is None:
             return Delivery(rcpt.address, Outcome.DUPLICATE, None, message_id)
-        decision = self._decide(session, raw, sha, mail, problem, rcpt, envelope, trust)
+        decision = self._decide(session, raw, sha, mail, problem, rcpt, envelope, trust, screening)
         record_decision(session, receipt_id, *decision)
         return Delivery(rcpt.address, decision.outcome, decision.ticket_id, message_id)
 
@@ -485,137 +441,11 @@ class Ingestor:
         rcpt: Recipient,
         envelope: Envelope,
         trust: Trust,
-        released: bool = False,
+        screening: Screening,
     ) -> Decision:
-        """Run the named steps in order until one decides (Mailman's pipeline of handlers);
-        `released`: an operator let this mail out of quarantine, so the steps that hold mail
-        aside are skipped, and every rule about who the sender is still applies."""
-        ctx = _Inbound(session, raw, sha, mail, problem, rcpt, envelope, trust, released)
-        for step, run in self._steps:
-            found = run(ctx)
-            if found is not None:
-                outcome, ticket_id = found
-                return Decision(outcome, ticket_id, step)
-        raise AssertionError("the dispatch step always decides")
-
-    # -- the steps: each returns (outcome, ticket id) when it decides, else None ----------
-
-    def _hold(self, ctx: _Inbound, reason: str) -> tuple[Outcome, int | None]:
-        message_id = ctx.mail.message_id if ctx.mail is not None else ""
-        self.quarantine(
-            ctx.session, ctx.sha, len(ctx.raw), reason, ctx.rcpt.address, ctx.envelope, message_id
-        )
-        return Outcome.QUARANTINED, None
-
-    def _step_parse(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
-        return self._hold(ctx, ctx.problem) if ctx.mail is None else None
-
-    def _step_sender(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
-        assert ctx.mail is not None
-        if not ctx.mail.sender_ambiguous:
-            return None
-        # Several people in From, or one the strict parser had to guess at: nobody's mail.
-        logs.warning("ingest.ambiguous_from", message_id=ctx.mail.message_id)
-        return self._hold(ctx, "ambiguous From: not one clear sender address")
-
-    def _step_loop(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
-        assert ctx.mail is not None
-        if ctx.released or not loops.is_our_loop(ctx.mail.headers, self.hostname):
-            return None
-        logs.warning("ingest.loop", message_id=ctx.mail.message_id, sender=ctx.mail.from_addr)
-        return Outcome.LOOP, None
-
-    def _step_bounce(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
-        bounce = None if ctx.released else parse_dsn(ctx.raw)
-        if bounce is None:
-            return None
-        self.bounces.handle(ctx.session, bounce)
-        return Outcome.BOUNCE, None
-
-    def _step_third_party(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
-        assert ctx.mail is not None
-        reason = None if ctx.released else self._screen(ctx.mail)
-        return None if reason is None else self._hold(ctx, reason)
-
-    def _step_automatic(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
-        """Classifies only: an automatic mail may still join its ticket (next step)."""
-        assert ctx.mail is not None
-        if not ctx.released:
-            m = ctx.mail
-            ctx.automatic = loops.classify(
-                m.headers, ctx.envelope.mail_from, m.from_addr, m.subject
-            )
-        return None
-
-    def _step_match(self, ctx: _Inbound) -> tuple[Outcome, int | None] | None:
-        assert ctx.mail is not None
-        ctx.sender = self.conversations.accounts.find(ctx.session, ctx.mail.from_addr)
-        if not ctx.envelope.dmarc_failed:
-            ctx.candidate = self.matcher.match(ctx.session, ctx.mail, ctx.rcpt, ctx.sender)
-        if ctx.candidate is None and ctx.automatic is not None:
-            return self._hold(ctx, f"automatic mail ({ctx.automatic.reason}) matching no ticket")
-        return None
-
-    def _step_dispatch(self, ctx: _Inbound) -> tuple[Outcome, int | None]:
-        mail, session, envelope = ctx.mail, ctx.session, ctx.envelope
-        assert mail is not None
-        incoming = self._incoming(
-            mail, ctx.sha, envelope.channel, ctx.automatic is not None, ctx.trust
-        )
-        if ctx.candidate is None:
-            ticket, _ = self.conversations.open_ticket(
-                session,
-                incoming,
-                category=ctx.rcpt.category,
-                send_mail=envelope.send_mail,
-                requester=ctx.sender,
-            )
-            return Outcome.TICKETED, ticket.id
-        ticket = session.get(Ticket, ctx.candidate.ticket_id)
-        sender = ctx.sender
-        assert ticket is not None and sender is not None  # match only returns real ones
-        if session.exec(
-            select(Message.id).where(
-                Message.ticket_id == ticket.id, Message.message_id == mail.message_id
-            )
-        ).first():
-            return Outcome.DUPLICATE, ticket.id
-        outcome = Outcome.AUTOMATIC if ctx.automatic else Outcome.TICKETED
-        if sender.role == Role.AGENT and sender.id != ticket.requester_id:
-            # An agent acts (public reply, commands) only with their own token AND, when
-            # anything checks senders, a From shown to be theirs. Else: a flagged note.
-            trusted = not self.trust_required or ctx.trust.verified
-            if ctx.candidate.via == "token" and ctx.automatic is None and trusted:
-                self.conversations.agents.agent_mail(
-                    session,
-                    ticket,
-                    sender,
-                    incoming,
-                    matched_by=ctx.candidate.via,
-                    send_mail=envelope.send_mail,
-                )
-            else:
-                self.conversations.agents.unverified_agent_mail(
-                    session, ticket, sender, incoming, ctx.candidate.via
-                )
-            return outcome, ticket.id
-        ticket, _ = self.conversations.customer_reply(
-            session,
-            ticket,
-            sender,
-            incoming,
-            matched_by=ctx.candidate.via,
-            send_mail=envelope.send_mail,
-        )
-        return outcome, ticket.id
-
-    def _screen(self, mail: InboundMail) -> str | None:
-        """Why to keep this mail aside: a third-party service's sign-up mail."""
-        # The HTML too: a confirmation link may exist only in the markup.
-        text = f"{mail.text}\n{mail.html}" if mail.html else mail.text
-        return verification.third_party_verification(
-            mail.from_addr, mail.subject, text, self.verification_rules
-        )
+        """Run the named steps (services/ingest_steps.py) until one decides."""
+        ctx = Inbound(session, raw, sha, mail, problem, rcpt, envelope, trust, screening)
+        return self.steps.decide(ctx)
 
     def decide_reprocessed(
         self,
@@ -629,30 +459,6 @@ class Ingestor:
         """Quarantined mail an operator released: ticketed even if it looks automatic, and
         still screened like any mail for who sent it (a forged agent's mail stays a note)."""
         trust = self.sender_trust(raw, mail, envelope)
-        decision = self._decide(session, raw, sha, mail, "", rcpt, envelope, trust, released=True)
+        # Released: the steps that hold mail aside find nothing; who sent it still counts.
+        decision = self._decide(session, raw, sha, mail, "", rcpt, envelope, trust, NOTHING_FOUND)
         return decision.outcome, decision.ticket_id
-
-    def _incoming(
-        self, mail: InboundMail, sha: str, channel: str, automatic: bool, trust: Trust
-    ) -> Incoming:
-        return Incoming(
-            message_id=mail.message_id,
-            subject=mail.subject,
-            text=mail.text,
-            html=mail.html,
-            from_addr=mail.from_addr,
-            from_name=mail.from_name,
-            in_reply_to=mail.in_reply_to,
-            references=mail.references,
-            cc=tuple(a for a in mail.cc + mail.to if a != mail.from_addr),
-            attachments=tuple(
-                NewAttachment(a.filename, a.content_type, a.payload) for a in mail.attachments
-            ),
-            locale=mail.locale,
-            raw_sha256=sha,
-            channel=channel,
-            automatic=automatic,
-            sender_verified=trust.verified,
-            sender_auth=trust.verdict,
-            detected_locale=mail.detected_locale,
-        )
