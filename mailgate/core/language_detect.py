@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache, partial
+from itertools import islice
 
 from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
 
@@ -46,8 +47,8 @@ def detect_language(
     text: str, locales: tuple[str, ...], min_confidence: float = MIN_CONFIDENCE
 ) -> str | None:
     """The locale (among `locales`) `text` is written in, or None if it cannot be told."""
-    if sum(ch.isalpha() for ch in text) < MIN_LETTERS:
-        return None
+    if len(list(islice(filter(str.isalpha, text), MIN_LETTERS))) < MIN_LETTERS:
+        return None  # (counted up to MIN_LETTERS only)
     detector = _detector(tuple(sorted(locales)))
     if detector is None:
         return None

@@ -120,11 +120,13 @@ def decode_value(value: object) -> str:
             for b, _ in decode_header(value)
         )
     text = str(value)
-    try:
-        text = str(make_header(decode_header(text)))
-    except (ValueError, LookupError, UnicodeError, AssertionError, MessageError):
-        pass  # e.g. CharsetError: an encoded word naming a charset that does not exist
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if "=?" in text:  # without it, decode_header finds no word and gives the text back
+        try:
+            text = str(make_header(decode_header(text)))
+        except (ValueError, LookupError, UnicodeError, AssertionError, MessageError):
+            pass  # e.g. CharsetError: an encoded word naming a charset that does not exist
+    if not text.isascii():  # 8-bit bytes the parser kept as surrogates
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return " ".join(text.split()) if "\n" in text or "\r" in text else text
 
 

@@ -8,7 +8,12 @@ from email.message import EmailMessage
 import pytest
 
 from mailgate.core.language import Source, best_evidence, remembered
-from mailgate.core.language_detect import detect_language, parse_detecting, sample
+from mailgate.core.language_detect import (
+    MIN_LETTERS,
+    detect_language,
+    parse_detecting,
+    sample,
+)
 
 LOCALES = ("en", "fr")
 
@@ -31,6 +36,14 @@ def test_french_and_english_mails_are_told_apart() -> None:
 @pytest.mark.parametrize("text", ["ok merci", "Thanks!", "", "12345 678 / 2026-12-02", "OK"])
 def test_a_short_text_is_not_guessed(text: str) -> None:
     assert detect_language(text, LOCALES) is None
+
+
+def test_letters_are_counted_up_to_the_minimum() -> None:
+    # 19 letters among digits and spaces: too little to tell
+    assert detect_language("1 2 3 4 Bonjour, merci pour mon 2026 12 02", LOCALES) is None
+    text = "1 2 3 " * 50 + "Bonjour, merci pour votre aide"
+    assert sum(ch.isalpha() for ch in text) > MIN_LETTERS
+    assert detect_language(text, LOCALES) == "fr"
 
 
 def test_a_reply_is_judged_on_the_new_text_not_the_quoted_history() -> None:
