@@ -174,7 +174,7 @@ class SenderProcess:
         assert self.write is not None and self.queue is not None
         queue = self.queue
         if verb == "claim":
-            return self.write(lambda s: [_columns(row) for row in queue.claim_in(s, arg)])
+            return self.write(lambda s: queue.claim_columns_in(s, arg))
         return self.write(lambda s: queue.settle_in(s, arg))
 
     async def _forward_wakeups(self, writer: asyncio.StreamWriter) -> None:

@@ -27,7 +27,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, bindparam, func, or_, update
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session
 
 from mailgate import logs
 from mailgate.clock import Clock
@@ -108,35 +109,42 @@ class OutboxQueue:
             return self.claim_in(session, limit)
 
     def claim_in(self, session: Session, limit: int) -> list[Outbox]:
-        """`claim_due` as a job in the caller's write transaction (e.g. a group commit's)."""
+        """`claim_due` as a job in the caller's write transaction (e.g. a group commit's).
+        The rows are read-only snapshots: the sender only reads them."""
+        return [Outbox.model_construct(**row) for row in self.claim_columns_in(session, limit)]
+
+    def claim_columns_in(self, session: Session, limit: int) -> list[dict[str, Any]]:
+        """The claim as plain columns, one Core SELECT and one UPDATE: what serve hands the
+        sender's process (no ORM object per row in the single writer's transaction)."""
         now = self.clock.now()
+        table = Outbox.__table__  # type: ignore[attr-defined]
         query = (
-            select(Outbox)
+            sa_select(table)
             .where(
-                Outbox.status == "queued",
-                Outbox.next_attempt_at <= now,
+                table.c.status == "queued",
+                table.c.next_attempt_at <= now,
                 sendable(),
-                or_(col(Outbox.claimed_until).is_(None), Outbox.claimed_until < now),
+                or_(table.c.claimed_until.is_(None), table.c.claimed_until < now),
             )
-            .order_by(col(Outbox.id))
+            .order_by(table.c.id)
             .limit(limit)
         )
         if not self.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
-        rows = list(session.exec(query))
+        conn = session.connection()
+        rows = [dict(r._mapping) for r in conn.execute(query)]
         # Leased before (claimed_until set) and never recorded: its sender died mid-batch.
-        in_doubt = [r for r in rows if r.claimed_until is not None]
+        in_doubt = [r for r in rows if r["claimed_until"] is not None]
         for row in in_doubt:
-            logs.warning("outbox.in_doubt", outbox=row.id, to=row.to_addr, kind=row.kind,
-                         claimed_by=row.claimed_by, ticket=row.ticket_id)  # fmt: skip
+            logs.warning("outbox.in_doubt", outbox=row["id"], to=row["to_addr"], kind=row["kind"],
+                         claimed_by=row["claimed_by"], ticket=row["ticket_id"])  # fmt: skip
         if in_doubt and self.on_in_doubt is not None:
             self.on_in_doubt(len(in_doubt))
         if rows:
-            session.execute(
-                update(Outbox)
-                .where(col(Outbox.id).in_([r.id for r in rows]))
-                .values(claimed_until=now + self.lease, claimed_by=self.instance)
-            )
+            lease = {"claimed_until": now + self.lease, "claimed_by": self.instance}
+            conn.execute(update(table).where(table.c.id.in_([r["id"] for r in rows])).values(lease))
+            for row in rows:
+                row.update(lease)
         return rows
 
     def settle(self, outcomes: Sequence[Outcome]) -> dict[int, str]:

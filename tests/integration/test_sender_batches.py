@@ -24,7 +24,6 @@ from mailgate.adapters.sender import ClaimedRow
 from mailgate.adapters.sender_process import (
     _COLUMNS,
     WritesThroughServe,
-    _columns,
     _receive_frame,
     _send_frame,
 )
@@ -337,8 +336,7 @@ def test_the_sender_process_gets_claimed_rows_as_their_columns_read_only(
         def answer() -> None:  # serve's side of one claim, as SenderProcess._run_job does it
             _verb, limit = _receive_frame(serve)
             with app.db.write() as session:
-                rows = app.outbox.claim_in(session, limit)
-                _send_frame(serve, ("ok", [_columns(r) for r in rows]))
+                _send_frame(serve, ("ok", app.outbox.claim_columns_in(session, limit)))
 
         thread = threading.Thread(target=answer)
         thread.start()
