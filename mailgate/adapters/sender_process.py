@@ -211,10 +211,6 @@ def _log_settings() -> tuple[str, int]:
 _COLUMNS = tuple(c.name for c in Outbox.__table__.columns)  # type: ignore[attr-defined]
 
 
-def _columns(row: Outbox) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in _COLUMNS}
-
-
 def _send_frame(sock: socket.socket, value: Any) -> None:
     payload = pickle.dumps(value)
     sock.sendall(_LENGTH.pack(len(payload)) + payload)
