@@ -133,6 +133,9 @@ def decode_value(value: object) -> str:
 def _addresses(values: list[str]) -> list[tuple[str, str]]:
     # Split on the undecoded header, then decode only the names: an encoded word holding
     # "support@ours" must never become the address.
+    plain = [_plain_address(v) for v in values]
+    if all(pair is not None for pair in plain):  # most mail: the parse below reads the same
+        return plain  # type: ignore[return-value]
     raw = [decode_value(v) if isinstance(v, Header) else str(v) for v in values]
     pairs = []
     for name, addr in getaddresses(raw):
@@ -184,9 +187,14 @@ def _plain_sender(values: list[object]) -> tuple[str, str] | None:
     """(name, address) of a From field in the plain form most mail has (`Jean Dupont
     <jean@example.com>`), without the strict parser (a tenth of a millisecond); None for any
     other form. The strict and the lenient parser read such a value the same way."""
-    if len(values) != 1 or not isinstance(values[0], str):
+    return _plain_address(values[0]) if len(values) == 1 else None
+
+
+def _plain_address(value: object) -> tuple[str, str] | None:
+    """(name, address) of one address field value in the plain form, else None."""
+    if not isinstance(value, str):
         return None
-    found = _PLAIN_FROM.fullmatch(" ".join(values[0].split()))
+    found = _PLAIN_FROM.fullmatch(" ".join(value.split()))
     if found is None:
         return None
     return found["name"] or "", (found["addr"] or found["bare"]).lower()
@@ -246,6 +254,12 @@ def _date(value: object) -> datetime | None:
 
 
 def _filename(part: Message) -> str:
+    if not any(
+        "name" in str(value).lower()
+        for field, value in part.raw_items()
+        if field.lower() in ("content-type", "content-disposition")
+    ):
+        return ""  # no filename or name parameter (even RFC 2231 ones): none to parse for
     try:
         name = part.get_filename() or part.get_param("name") or ""
     except (ValueError, LookupError, UnicodeError):

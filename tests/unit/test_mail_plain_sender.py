@@ -1,12 +1,21 @@
-"""The plain-From shortcut (mail._plain_sender) gives what the parsers give, without them."""
+"""The plain-address shortcut (mail._plain_sender, and _addresses for To/Cc/Reply-To) gives what
+the parsers give, without them."""
 
 from __future__ import annotations
 
 import random
+from email.utils import getaddresses
 
 import pytest
 
-from mailgate.core.mail import _addresses, _parsed_sender, _plain_sender, parse_mail, strict_sender
+from mailgate.core.mail import (
+    _addresses,
+    _parsed_sender,
+    _plain_address,
+    _plain_sender,
+    parse_mail,
+    strict_sender,
+)
 
 NAME_CHARS = [*"abcXYZ019_'-", " ", "  ", "\t", "\r\n ", ".", '"', "\\", "é", "=", "?", "@", ","]
 NAME_CHARS += [*"():;<>!#$%&*+/^`{|}~"]
@@ -81,3 +90,16 @@ def test_other_forms_go_to_the_parsers(value: str) -> None:
 def test_two_from_fields_stay_ambiguous() -> None:
     mail = parse_mail(b"From: a@example.com\nFrom: b@example.com\nTo: s@example.com\n\nhi\n")
     assert mail.sender_ambiguous and (mail.from_name, mail.from_addr) == ("", "a@example.com")
+
+
+def test_address_lists_in_the_plain_form_read_as_the_lenient_parser_reads_them() -> None:
+    rng = random.Random(2822)
+    taken = 0
+    for _ in range(5_000):
+        values = [_value(rng) for _ in range(rng.randint(1, 3))]
+        if any(_plain_address(v) is None for v in values):
+            continue
+        taken += 1
+        lenient = [(name, addr.lower()) for name, addr in getaddresses(values)]
+        assert _addresses(values) == lenient, values
+    assert taken > 100
