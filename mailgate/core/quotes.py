@@ -28,7 +28,6 @@ one blank line.
 import re
 import unicodedata
 
-_QUOTED = re.compile(r"^>")
 # Gmail wraps long attributions; 3 lines covers a long display name plus address.
 _MAX_ATTRIBUTION_LINES = 3
 # Longer lines are prose, not attributions; also bounds the regex work on hostile input.
@@ -60,6 +59,9 @@ _MOBILE_SIGNATURE = re.compile(
 )
 
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+# The first character of any line _ORIGINAL_SEPARATOR, _HEADER_FROM or _ATTRIBUTION_START can
+# match: other lines are not looked at further (most lines of a mail).
+_OPENERS = frozenset("-*FDOL")
 
 
 def strip_quotes(text: str, *, fallback: bool = True) -> str:
@@ -95,10 +97,10 @@ def _clean_lines(text: str) -> list[str]:
 
 
 def _mark_quoted(clean: list[str]) -> list[bool]:
-    quoted = [bool(_QUOTED.match(line)) for line in clean]
+    quoted = [line.startswith(">") for line in clean]
     i = 0
     while i < len(clean):
-        if quoted[i] or not clean[i]:
+        if quoted[i] or clean[i][:1] not in _OPENERS:  # a blank line ("") included
             i += 1
             continue
         start = _history_start(clean, i)

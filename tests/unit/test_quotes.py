@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailgate.core import quotes
 from mailgate.core.quotes import strip_quotes
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "replies"
@@ -210,3 +211,17 @@ def test_without_fallback_nothing_new_is_empty(attr: str, quoted: str, author: s
     assert strip_quotes(f"{attr}\n{quoted}\n", fallback=False) == ""
     assert strip_quotes(f"-- \nAlice\n\n{attr}\n{quoted}\n", fallback=False) == ""
     assert strip_quotes(f"{author}\n\n{attr}\n{quoted}", fallback=False) == author.strip()
+
+
+PIECES = [*"-*FDOLonrmeé :>_ \u00a0", "From", "De", "On ", "Le ", "Original Message", "Sent"]
+
+
+@given(st.lists(st.sampled_from(PIECES)).map("".join))
+def test_lines_that_open_history_or_an_attribution_start_with_an_opener(line: str) -> None:
+    # strip_quotes looks no further at a line whose first character is not one of _OPENERS
+    opens = (
+        quotes._ORIGINAL_SEPARATOR.match(line)
+        or quotes._HEADER_FROM.match(line)
+        or quotes._ATTRIBUTION_START.match(line)
+    )
+    assert not opens or line[:1] in quotes._OPENERS
