@@ -255,11 +255,28 @@ def _mailbox(addr_spec: str, display_name: str, name: str) -> str | Header:
     return mailbox
 
 
+class _Built(Message):
+    """A message or part whose Content-Type compose_bytes set itself: it answers the
+    generator's questions about it (type, boundary: several per part) without parsing that
+    header again, with what `Message` would answer."""
+
+    def __init__(self, content_type: str, boundary: str | None = None) -> None:
+        super().__init__(policy=_POLICY)
+        self._content_type = content_type
+        self._boundary = boundary
+
+    def get_content_type(self) -> str:
+        return self._content_type
+
+    def get_boundary(self, failobj: Any = None) -> Any:
+        return failobj if self._boundary is None else self._boundary
+
+
 def _part(body: str, subtype: str) -> Message:
     """A text part, quoted-printable UTF-8 (the stdlib's encoder, through its Charset)."""
     if not body.endswith(("\n", "\r")):
         body += "\n"  # as EmailMessage.set_content: a part ends at the end of a line
-    part = Message(policy=_POLICY)
+    part = _Built(f"text/{subtype}")
     part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
     part["Content-Transfer-Encoding"] = "quoted-printable"
     part.set_payload(_UTF8.body_encode(body))
@@ -273,7 +290,8 @@ def compose_bytes(out: Outgoing) -> bytes:
     ):
         # Attachments, or addresses compat32 cannot write: the reference path.
         return compose(out).as_bytes()
-    msg = Message(policy=_POLICY)
+    boundary = boundary_for(out.message_id) if out.html else None
+    msg = _Built("multipart/alternative" if out.html else "text/plain", boundary)
     msg["From"] = _mailbox(out.from_addr, out.from_name, "From")
     msg["To"] = _mailbox(out.to_addr, out.to_name, "To")
     msg["Subject"] = _text(one_line(out.subject, 250), "Subject")
@@ -285,7 +303,6 @@ def compose_bytes(out: Outgoing) -> bytes:
         msg[name] = value
     msg["MIME-Version"] = "1.0"
     if out.html:
-        boundary = boundary_for(out.message_id)
         msg["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
         msg.attach(_part(out.text, "plain"))
         msg.attach(_part(out.html, "html"))
