@@ -233,11 +233,43 @@ def _encoded_word(value: str) -> str | None:
     return word if len(word) <= 75 else None
 
 
-def _text(value: str, name: str) -> str | Header:
+class _EncodedText:
+    """A non-ASCII header value in RFC 2047 encoded words, one per line: what
+    `Header(value, _UTF8, header_name=name).encode(...)` writes, made without Header's general
+    machinery (chunks, transitions, an accumulator per line), which was most of a long
+    subject's cost. compat32 folds any object with Header's `encode`; a test compares both."""
+
+    def __init__(self, value: str, name: str) -> None:
+        self.value = value
+        self.name = name
+
+    def encode(
+        self, splitchars: str = ";, \t", maxlinelen: int | None = None, linesep: str = "\n"
+    ) -> str:
+        limit = 1000000 if maxlinelen == 0 else maxlinelen or 78  # as Header.encode
+        lines = (
+            _UTF8.header_encode_lines(self.value, _line_lengths(limit, len(self.name) + 2))
+            if self.value.splitlines() == [self.value]
+            else [None]
+        )
+        if lines[0] is None:  # a line break, or nothing fits beside the name: Header itself
+            header = Header(self.value, _UTF8, header_name=self.name)
+            return header.encode(splitchars, maxlinelen, linesep)  # type: ignore[no-any-return]
+        return (linesep + " ").join(lines)  # type: ignore[arg-type]
+
+
+def _line_lengths(limit: int, first: int) -> Iterator[int]:
+    """The room on each line, as Header's formatter gives it to `header_encode_lines`."""
+    yield limit - first
+    while True:
+        yield limit - 1  # the continuation's space
+
+
+def _text(value: str, name: str) -> str | _EncodedText:
     """A free-text header value: as is when ASCII, else RFC 2047 encoded words."""
     if value.isascii():
         return value
-    return _encoded_word(value) or Header(value, _UTF8, header_name=name)
+    return _encoded_word(value) or _EncodedText(value, name)
 
 
 def _mailbox(addr_spec: str, display_name: str, name: str) -> str | Header:

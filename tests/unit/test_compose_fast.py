@@ -14,8 +14,9 @@ from email.utils import getaddresses
 
 import pytest
 
+from mailgate.core.compose import _POLICY as COMPAT32
 from mailgate.core.compose import _UTF8 as FAST_UTF8
-from mailgate.core.compose import Outgoing, compose, compose_bytes, one_line
+from mailgate.core.compose import Outgoing, _EncodedText, compose, compose_bytes, one_line
 
 LONG_ASCII = "Printer broken since yesterday, the screen stays black and nothing prints at all " * 2
 NAMES = [
@@ -192,3 +193,24 @@ def test_long_non_ascii_headers_are_split_as_the_stdlib_splits_them():
             ).encode(linesep="\r\n"), text
     with pytest.raises(UnicodeEncodeError):  # a lone surrogate: refused as the stdlib does
         FAST_UTF8.header_encode_lines("a\ud800b", iter([70] * 9))
+
+
+def test_a_long_non_ascii_subject_is_folded_as_header_folds_it():
+    """compose writes a long non-ASCII subject's encoded words itself: the same folded lines
+    as email.header.Header under the policy, whatever the text (line breaks as Python's
+    splitlines sees them included, where Header drops or splits) and the header's name."""
+    rng = random.Random(1202)
+    alphabet = 'ab Z,;:"<>=?_-\t' + "éàçÉ«»" + "€中文名前’" + "😀𝄞" + "\x85\u2028\u2029\x0b\x0c"
+    texts = SUBJECTS + NAMES + ["é" * n for n in range(60, 90)]
+    texts += [t + end for t in ("Écran noir", "é" * 70) for end in "\x85\u2028\u2029\x0b\x0c"]
+    texts += ["".join(rng.choices(alphabet, k=rng.randrange(1, 400))) for _ in range(400)]
+    for text in (t for t in texts if not t.isascii()):
+        for name in ("Subject", "X-A-Very-Long-Header-Name-Of-Sixty-Characters-Or-So-Really-Yes"):
+            made = _EncodedText(text, name)
+            assert COMPAT32.fold_binary(name, made) == COMPAT32.fold_binary(
+                name, Header(text, FAST_UTF8, header_name=name)
+            ), (name, text)
+            for width in (0, None, 40, 41, 42, 43, 61):
+                assert made.encode(maxlinelen=width, linesep="\r\n") == Header(
+                    text, FAST_UTF8, header_name=name
+                ).encode(maxlinelen=width, linesep="\r\n"), (name, text, width)
