@@ -90,16 +90,24 @@ class MailRenderer:
         found = self._kinds.get((lang, kind))
         if found is None:
             try:
-                html: Template | None = self.env.get_template(f"{lang}/{kind}.html.j2")
+                html: Template | None = self._load(f"{lang}/{kind}.html.j2")
             except TemplateNotFound:
                 html = None
             found = _Kind(
-                subject=self.env.get_template(f"{lang}/{kind}.subject.j2"),
-                text=self.env.get_template(f"{lang}/{kind}.txt.j2"),
+                subject=self._load(f"{lang}/{kind}.subject.j2"),
+                text=self._load(f"{lang}/{kind}.txt.j2"),
                 html=html,
             )
             self._kinds[(lang, kind)] = found
         return found
+
+    def _load(self, name: str) -> Template:
+        template = self.env.get_template(name)
+        # A template's globals are a ChainMap over the environment's, copied into each render's
+        # context (dict(), set()) at a third of Jinja's cost per render. The environment's are
+        # all set in __init__, before any template is loaded: a dict of the same is the same.
+        template.globals = dict(template.globals)
+        return template
 
     def render(self, kind: str, locale: str | None, context: dict[str, Any]) -> Rendered:
         lang = self.locale_for(locale)
