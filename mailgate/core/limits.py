@@ -18,6 +18,7 @@ parse still runs under the caller's deadline.
 from __future__ import annotations
 
 import email
+import functools
 import re
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_HEADER_FIELDS = 1000
 MAX_DEPTH = 20
 MAX_PARTS = 1000
+CACHED_FIELD_BYTES = 200  # Content-Type fields up to this long are remembered (256 of them)
 TRUNCATED_TYPE = "application/x-mailgate-truncated"
 
 _FIELD = rb"[\x21-\x39\x3b-\x7e]+[ \t]*:"
@@ -111,7 +113,15 @@ def _entity(
 
 
 def _content_type(field: bytes, default_type: str) -> tuple[str, bytes | None]:
-    """The parser's own reading of one Content-Type field: the type and boundary it will use."""
+    """The parser's own reading of one Content-Type field: the type and boundary it will use.
+    Short fields are remembered: most mail repeats a few ("text/plain; charset=utf-8"), and a
+    parse of one costs more than the rest of the scan of a small mail."""
+    if len(field) <= CACHED_FIELD_BYTES:
+        return _cached_content_type(field, default_type)
+    return _parsed_content_type(field, default_type)
+
+
+def _parsed_content_type(field: bytes, default_type: str) -> tuple[str, bytes | None]:
     try:
         parsed = email.message_from_bytes(field.rstrip(b"\r\n") + b"\n\n")
         parsed.set_default_type(default_type)
@@ -120,6 +130,9 @@ def _content_type(field: bytes, default_type: str) -> tuple[str, bytes | None]:
     except Exception:  # the stdlib fails on this field (a NUL in an RFC 2231 charset ...):
         return "application/octet-stream", None  # so will the parse proper, with a reason
     return ctype, value.encode("utf-8", "surrogateescape") if value is not None else None
+
+
+_cached_content_type = functools.lru_cache(maxsize=256)(_parsed_content_type)
 
 
 def _delimiters(stack: list[_Frame]) -> re.Pattern[bytes]:
