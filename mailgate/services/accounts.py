@@ -19,6 +19,7 @@ from mailgate.core.enums import Role
 from mailgate.core.language import Source, remembered
 from mailgate.core.tokens import ACTIVATE, LINK_MAX_AGE, RESET, LinkTokens
 from mailgate.services.outbox import Mailer
+from mailgate.store.compiled import Statement
 from mailgate.store.db import insert_values
 from mailgate.store.models import Account, Outbox, WebSession
 
@@ -71,7 +72,10 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-_BY_EMAIL = select(Account).where(Account.email == bindparam("email"))  # built once: hot
+_ACCOUNT: Any = Account.__table__  # type: ignore[attr-defined]
+# The writer looks every sender up, and most are strangers: the id alone, compiled once and
+# run on the session's DBAPI connection (store/compiled.py), not an ORM query.
+_ID_BY_EMAIL = Statement(select(_ACCOUNT.c.id).where(_ACCOUNT.c.email == bindparam("email")))
 
 
 class Accounts:
@@ -90,7 +94,11 @@ class Accounts:
         self.default_locale = default_locale
 
     def find(self, session: Session, email: str) -> Account | None:
-        return session.exec(_BY_EMAIL, params={"email": normalise_email(email)}).first()
+        """The session's Account for this address (loaded if not yet), or None."""
+        if session.autoflush:  # as an ORM query would: what the session holds is looked at too
+            session.flush()
+        found = _ID_BY_EMAIL.scalar(session, {"email": normalise_email(email)})
+        return None if found is None else session.get(Account, found)
 
     def find_or_create_customer(
         self,

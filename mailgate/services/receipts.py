@@ -15,27 +15,45 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from mailgate.core.enums import Outcome, Step
+from mailgate.store.compiled import Statement
 from mailgate.store.models import RawMail, Receipt
 
 _TABLE: Any = Receipt.__table__  # type: ignore[attr-defined]
 _RAW: Any = RawMail.__table__  # type: ignore[attr-defined]
 
 
-# Built once: a statement object reused keeps its cache key, and the writer runs these two
-# for every delivery.
+_CLAIMED = (
+    "dedupe_key",
+    "message_id",
+    "recipient",
+    "envelope_from",
+    "channel",
+    "raw_sha256",
+    "outcome",
+    "decided_by",
+    "received_at",
+)
+# Compiled once and run on the session's DBAPI connection (store/compiled.py): the writer
+# runs these three for every delivery.
 _CLAIM = {
-    name: dialect.insert(_TABLE)
-    .on_conflict_do_nothing(index_elements=["dedupe_key"])
-    .returning(_TABLE.c.id)
+    name: Statement(
+        dialect.insert(_TABLE)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(_TABLE.c.id),
+        column_keys=_CLAIMED,
+    )
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
 # The same raw mail to several of our addresses (or claimed again after a crash) is one row.
 _STORE_RAW = {
-    name: dialect.insert(_RAW).on_conflict_do_nothing(index_elements=["sha256"])
+    name: Statement(
+        dialect.insert(_RAW).on_conflict_do_nothing(index_elements=["sha256"]),
+        column_keys=("sha256", "data"),
+    )
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
 _READ_RAW = select(_RAW.c.data).where(_RAW.c.sha256 == bindparam("sha256"))
-_DECIDE = (
+_DECIDE = Statement(
     update(_TABLE)
     .where(_TABLE.c.id == bindparam("receipt_id"))
     .values(
@@ -58,7 +76,6 @@ def claim_receipt(
     now: datetime,
 ) -> int | None:
     """The new receipt's id, or None when this key was already recorded: create nothing."""
-    conn = session.connection()
     values = {
         "dedupe_key": key,
         "message_id": message_id[:998],
@@ -70,14 +87,15 @@ def claim_receipt(
         "decided_by": "",
         "received_at": now,
     }
-    return conn.execute(_CLAIM[conn.dialect.name], values).scalar()
+    claim = _CLAIM[session.connection().dialect.name]
+    return claim.scalar(session, values)
 
 
 def record_decision(
     session: Session, receipt_id: int, outcome: Outcome, ticket_id: int | None, step: Step
 ) -> None:
-    session.connection().execute(
-        _DECIDE,
+    _DECIDE.rows(
+        session,
         {
             "receipt_id": receipt_id,
             "outcome": outcome.value,
@@ -89,8 +107,8 @@ def record_decision(
 
 def store_raw(session: Session, sha: str, raw: bytes) -> None:
     """Keep a small raw message in this transaction: durable with the receipt's commit."""
-    conn = session.connection()
-    conn.execute(_STORE_RAW[conn.dialect.name], {"sha256": sha, "data": raw})
+    store = _STORE_RAW[session.connection().dialect.name]
+    store.rows(session, {"sha256": sha, "data": raw})
 
 
 def stored_raw(session: Session, sha: str) -> bytes | None:

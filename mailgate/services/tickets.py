@@ -27,6 +27,7 @@ from mailgate.services.file_links import make_file_token
 from mailgate.services.incoming import Incoming, NewAttachment
 from mailgate.services.outbox import Mailer
 from mailgate.store.blobs import BlobStore
+from mailgate.store.compiled import Statement
 from mailgate.store.db import insert_values
 from mailgate.store.models import (
     Account,
@@ -40,9 +41,12 @@ from mailgate.store.models import (
 
 __all__ = ["Conversations", "Incoming", "NewAttachment"]
 
-# Built once (its cache key kept): every new ticket and reply looks the agents up.
+# Compiled once, run on the session's DBAPI connection (store/compiled.py): every new ticket
+# and reply looks the agents up.
 _ACCOUNT: Any = Account.__table__  # type: ignore[attr-defined]
-_AGENTS = select(*_ACCOUNT.columns).where(_ACCOUNT.c.role == Role.AGENT).order_by(_ACCOUNT.c.id)
+_AGENTS = Statement(
+    select(*_ACCOUNT.columns).where(_ACCOUNT.c.role == Role.AGENT).order_by(_ACCOUNT.c.id)
+)
 
 
 class Conversations:
@@ -239,10 +243,8 @@ class Conversations:
             agent = session.get(Account, ticket.assignee_id)
             if agent is not None and agent.role == Role.AGENT:
                 return [agent]
-        # Read-only snapshots from one Core SELECT: a notification only reads its agent.
-        return [
-            Account.model_construct(**row._mapping) for row in session.connection().execute(_AGENTS)
-        ]
+        # Read-only snapshots from one SELECT: a notification only reads its agent.
+        return [Account.model_construct(**row) for row in _AGENTS.mappings(session)]
 
     def _notify_agents(
         self,

@@ -1,0 +1,108 @@
+"""Core statements the single writer runs for every mail, compiled once per dialect and run on
+the session's own DBAPI connection (in its transaction), as store.db.insert_values runs its
+INSERTs: SQLAlchemy's execution around a statement this small (its context, events, cursor
+result) cost the writer more than the statement itself.
+
+What a statement run through SQLAlchemy gets, these get too: the columns' bind and result
+converters (SQLite's datetimes), bound strings cleaned (store/clean.py) and database errors
+raised as SQLAlchemy's exceptions (IntegrityError, OperationalError...). Only for statements
+with plain named parameters (no IN lists, no SQL-side defaults to fetch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.expression import Executable
+from sqlmodel import Session
+
+from mailgate.store import clean
+
+
+class _Compiled:
+    """One statement for one dialect: its SQL, parameters' order and converters."""
+
+    def __init__(self, statement: Any, dialect: Dialect, column_keys: Sequence[str] | None):
+        compiled = statement.compile(
+            dialect=dialect, column_keys=list(column_keys) if column_keys is not None else None
+        )
+        self.sql: str = compiled.string
+        self.order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup or ()) if compiled.positional else None
+        )
+        names = set(compiled.bind_names.values())
+        binds = [(n, b) for n, b in compiled.binds.items() if n in names]
+        if any(b.expanding for _n, b in binds):
+            raise ValueError("an IN list's parameters are expanded per call: not compiled once")
+        # Values the statement carries itself (`role == "agent"`).
+        self.fixed = {n: b.effective_value for n, b in binds if not b.required}
+        self.convert: dict[str, Callable[[Any], Any]] = dict(compiled._bind_processors)
+        self.keys = tuple(c[0] for c in compiled._result_columns)
+        processors = [
+            c[3]._cached_result_processor(dialect, None) for c in compiled._result_columns
+        ]
+        self.results = processors if any(processors) else None
+        self.error = dialect.loaded_dbapi.Error
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        convert = self.convert
+        values = {**self.fixed, **params} if self.fixed else params
+        bound = {
+            k: (convert[k](v) if k in convert and v is not None else v) for k, v in values.items()
+        }
+        args = clean.clean_params(
+            tuple(bound[k] for k in self.order) if self.order is not None else bound
+        )
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(self.sql, args)
+            rows = cursor.fetchall() if cursor.description is not None else []
+        except self.error as exc:  # as SQLAlchemy reports it: IntegrityError, OperationalError...
+            raise DBAPIError.instance(self.sql, None, exc, self.error) from exc
+        finally:
+            cursor.close()
+        results = self.results
+        if results is None:
+            return [tuple(r) for r in rows]
+        return [tuple(p(v) if p else v for p, v in zip(results, r, strict=True)) for r in rows]
+
+
+class Statement:
+    """A Core statement to run in a session's transaction, compiled on first use per dialect.
+
+    `column_keys`: for an INSERT, the columns given (the others are left to their defaults)."""
+
+    def __init__(self, statement: Executable, column_keys: Sequence[str] | None = None) -> None:
+        self.statement = statement
+        self.column_keys = column_keys
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _for(self, conn: Connection) -> _Compiled:
+        name = conn.dialect.name
+        found = self._compiled.get(name)
+        if found is None:
+            found = self._compiled[name] = _Compiled(self.statement, conn.dialect, self.column_keys)
+        return found
+
+    def rows(self, session: Session, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Every row the statement returns (none for one that returns nothing)."""
+        conn = session.connection()
+        return self._for(conn).execute(conn, params or {})
+
+    def mappings(
+        self, session: Session, params: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every row as a dict by column name."""
+        conn = session.connection()
+        compiled = self._for(conn)
+        return [
+            dict(zip(compiled.keys, row, strict=True))
+            for row in compiled.execute(conn, params or {})
+        ]
+
+    def scalar(self, session: Session, params: dict[str, Any] | None = None) -> Any:
+        """The first column of the first row, or None when there is no row."""
+        rows = self.rows(session, params)
+        return rows[0][0] if rows else None

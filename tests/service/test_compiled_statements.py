@@ -1,0 +1,109 @@
+"""store.compiled.Statement: the writer's statements compiled once and run on the session's DBAPI
+connection read and write what SQLAlchemy's execution does, on SQLite and PostgreSQL
+(datetimes, NULLs, values the statement carries), clean bound strings as every statement does,
+and report database errors as SQLAlchemy's exceptions. Accounts.find (an id, then the session's
+row) answers as the ORM query it replaced."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from mailgate.clock import FixedClock, as_utc
+from mailgate.core.enums import Outcome, Role, Step
+from mailgate.core.tokens import LinkTokens
+from mailgate.services.accounts import Accounts
+from mailgate.services.receipts import claim_receipt, record_decision
+from mailgate.store.compiled import Statement
+from mailgate.store.db import Database
+from mailgate.store.models import Account, Receipt
+
+ACCOUNT: Any = Account.__table__  # type: ignore[attr-defined]
+WHEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(service_database_url: str) -> Iterator[Database]:
+    database = Database(service_database_url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def _account(session: Session, email: str, role: str = Role.CUSTOMER, **more: Any) -> None:
+    session.connection().execute(
+        insert(ACCOUNT).values(
+            email=email, name="", role=role, security_stamp="s", locale="fr",
+            locale_source="default", timezone="", created_at=WHEN, **more,
+        )
+    )  # fmt: skip
+
+
+def test_rows_read_as_sqlalchemy_reads_them(db: Database) -> None:
+    query = select(*ACCOUNT.columns).where(ACCOUNT.c.role == Role.AGENT).order_by(ACCOUNT.c.id)
+    with db.write() as session:
+        _account(session, "a@x.example", Role.AGENT, activated_at=WHEN)
+        _account(session, "b@x.example")
+        _account(session, "c@x.example", Role.AGENT)
+        expected = [dict(r._mapping) for r in session.connection().execute(query)]
+        got = Statement(query).mappings(session)
+    assert got == expected and [r["email"] for r in got] == ["a@x.example", "c@x.example"]
+    assert as_utc(got[0]["activated_at"]) == WHEN and got[1]["activated_at"] is None
+
+
+def test_writes_clean_strings_and_raise_sqlalchemys_errors(db: Database) -> None:
+    rename = Statement(
+        update(ACCOUNT).where(ACCOUNT.c.email == bindparam("old")).values(name=bindparam("new"))
+    )
+    add = Statement(insert(ACCOUNT).returning(ACCOUNT.c.id), column_keys=(
+        "email", "name", "role", "security_stamp", "locale", "locale_source", "timezone",
+        "created_at",
+    ))  # fmt: skip
+    row = {"name": "", "role": Role.CUSTOMER, "security_stamp": "s", "locale": "fr",
+           "locale_source": "default", "timezone": "", "created_at": WHEN}  # fmt: skip
+    with db.write() as session:
+        first = add.scalar(session, {"email": "d@x.example", **row})
+        assert rename.rows(session, {"old": "d@x.example", "new": "Jo\x00e\udcff"}) == []
+        stored = session.get(Account, first)
+        assert stored is not None and stored.name == "Jo\ufffde\ufffd"
+        assert as_utc(stored.created_at) == WHEN
+        with pytest.raises(IntegrityError), session.begin_nested():
+            add.scalar(session, {"email": "d@x.example", **row})
+
+
+def test_a_receipt_is_claimed_once_and_decided(db: Database) -> None:
+    claim = {"message_id": "m@x", "recipient": "support@example.com", "envelope_from": "",
+             "channel": "smtp", "sha": "a" * 64, "now": WHEN}  # fmt: skip
+    with db.write() as session:
+        rid = claim_receipt(session, key="r:1", **claim)
+        assert rid is not None
+        assert claim_receipt(session, key="r:1", **claim) is None
+        record_decision(session, rid, Outcome.TICKETED, None, Step.DISPATCH)
+    with db.read() as session:
+        receipt = session.get(Receipt, rid)
+    assert receipt is not None and receipt.outcome == Outcome.TICKETED.value
+    assert receipt.decided_by == Step.DISPATCH.value and as_utc(receipt.received_at) == WHEN
+
+
+def test_find_answers_as_the_orm_query(db: Database) -> None:
+    clock = FixedClock(WHEN)
+    accounts = Accounts(None, LinkTokens(b"k" * 32, clock.now), clock, "fr")  # type: ignore[arg-type]
+    with db.write() as session:
+        assert accounts.find(session, "nobody@x.example") is None
+        _account(session, "e@x.example")
+        found = accounts.find(session, " E@X.example ")
+        assert found is not None and found.email == "e@x.example"
+        assert accounts.find(session, "e@x.example") is found  # the session's own row
+        found.name = "Eve"  # the caller may change it: it is the session's
+        # An account added to the session and not yet flushed is found, as by an ORM query.
+        session.add(Account(email="f@x.example", security_stamp="s", created_at=WHEN))
+        pending = accounts.find(session, "f@x.example")
+        assert pending is not None and pending.id is not None
+    with db.read() as session:
+        assert accounts.find(session, "e@x.example").name == "Eve"  # type: ignore[union-attr]
