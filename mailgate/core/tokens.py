@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.encoding import want_bytes
 from itsdangerous.timed import TimestampSigner
 
 REPLY_MAC_CHARS = 20  # 100 bits: base32 carries 5 bits a character
@@ -71,6 +72,15 @@ class _ClockSigner(TimestampSigner):
     def get_timestamp(self) -> int:
         return int(self.clock_now().timestamp())
 
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        """The signing key, derived once per signer (it depends on its secret and salt only)."""
+        if secret_key is not None:
+            return super().derive_key(secret_key)
+        key: bytes | None = self.__dict__.get("_derived_key")
+        if key is None:
+            key = self._derived_key = super().derive_key()
+        return key
+
 
 class LinkTokens:
     """Signed, expiring tokens for links in mail (activation, password reset)."""
@@ -79,6 +89,7 @@ class LinkTokens:
         self._secret = key  # the links key (mailgate.keys), one salt per link purpose below
         self._now = now
         self._serializers: dict[str, URLSafeTimedSerializer] = {}
+        self._signers: dict[str, TimestampSigner] = {}
 
     def _serializer(self, purpose: str) -> URLSafeTimedSerializer:
         serializer = self._serializers.get(purpose)
@@ -91,7 +102,14 @@ class LinkTokens:
         return serializer
 
     def make(self, purpose: str, account_id: int, stamp: str) -> str:
-        return str(self._serializer(purpose).dumps({"a": account_id, "s": stamp}))
+        """What the serializer's dumps() gives, with its signer made once per purpose (dumps
+        makes one, and derives its key, for every token: every first contact makes one)."""
+        serializer = self._serializer(purpose)
+        signer = self._signers.get(purpose)
+        if signer is None:
+            signer = self._signers[purpose] = serializer.make_signer()
+        payload = want_bytes(serializer.dump_payload({"a": account_id, "s": stamp}))
+        return signer.sign(payload).decode("utf-8")
 
     def read(self, purpose: str, token: str) -> tuple[int, str] | None:
         """(account_id, stamp) if the token is genuine, for this purpose, and not expired."""

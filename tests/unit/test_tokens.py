@@ -3,11 +3,21 @@ short enough for a mail address, and rejected after any change."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailgate.core.addresses import AddressBook
-from mailgate.core.tokens import ReplyToken, make_reply_token, read_reply_token
+from mailgate.core.tokens import (
+    ACTIVATE,
+    FILE,
+    RESET,
+    LinkTokens,
+    ReplyToken,
+    make_reply_token,
+    read_reply_token,
+)
 
 BOOK = AddressBook("support@example.com")
 # The token format allows ids of up to 10 digits.
@@ -103,3 +113,20 @@ def test_non_ascii_look_alikes_are_rejected() -> None:
     good = make_reply_token(secret, ticket, 1)
     assert read_reply_token(secret, good.replace("k", "\u212a", 1)) is None
     assert read_reply_token(secret, good.replace("1", "\uff11", 1)) is None
+
+
+@given(
+    st.sampled_from([ACTIVATE, RESET, FILE]),
+    st.integers(min_value=0, max_value=10**12),
+    st.text(max_size=70),
+    st.integers(min_value=0, max_value=4 * 10**9),
+)
+def test_a_link_is_what_the_serializer_makes_and_reads_back(
+    purpose: str, account: int, stamp: str, seconds: int
+) -> None:
+    """LinkTokens.make keeps its signer between tokens: the same token as dumps() makes."""
+    links = LinkTokens(b"k" * 32, lambda: datetime.fromtimestamp(seconds, UTC))
+    for _ in range(2):  # the signer made on the first token, kept for the second
+        token = links.make(purpose, account, stamp)
+        assert token == links._serializer(purpose).dumps({"a": account, "s": stamp})
+        assert links.read(purpose, token) == (account, stamp)
