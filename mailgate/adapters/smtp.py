@@ -32,9 +32,9 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
 from mailgate import logs
-from mailgate.errors import Rejected, TempFailure
+from mailgate.errors import MailgateError, Rejected, TempFailure
 from mailgate.metrics import Metrics
-from mailgate.services.ingest import Envelope, Ingestor
+from mailgate.services.ingest import Delivery, Envelope, Ingestor
 
 TEMP_REPLY = "451 4.3.0 Temporary local problem, please try again later"
 BUSY_REPLY = "452 4.3.1 Insufficient system storage, try again later"
@@ -136,7 +136,7 @@ class InboundHandler:
         started = time.monotonic()
         try:
             with self.inflight:
-                deliveries = await asyncio.to_thread(self.ingestor.ingest, raw, env)
+                deliveries = await self._ingest(raw, env)
         except Rejected as exc:
             logs.info("smtp.rejected", channel=self.channel, peer=env.peer, reason=exc.reason)
             self.metrics.message(self.channel, "rejected")
@@ -155,6 +155,25 @@ class InboundHandler:
         if self.on_stored is not None:
             self.on_stored()
         return stored_reply([d.ticket_id for d in deliveries if d.ticket_id])
+
+    async def _ingest(self, raw: bytes, env: Envelope) -> list[Delivery]:
+        """Ingestor.ingest, with no thread held while the group commit runs: a worker thread
+        prepares (parse, digests, sender checks), the loop awaits the commit. Under load the
+        writer then shares the GIL with one thread less per message waiting on it."""
+        ingestor = self.ingestor
+        prepared = await asyncio.to_thread(ingestor.prepare, raw, env)
+        crash = prepared.crash
+        if crash is None:
+            try:
+                deliveries = await asyncio.wrap_future(ingestor.submit(prepared))
+            except MailgateError:
+                raise
+            except Exception as exc:
+                crash = exc
+        if crash is not None:  # counted, maybe held, in a transaction of its own (rare)
+            deliveries = await asyncio.to_thread(ingestor.recover, prepared, crash)
+        ingestor.accepted(prepared, deliveries)
+        return deliveries
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
         return await self._store(session, envelope, list(envelope.rcpt_tos))

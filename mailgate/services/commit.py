@@ -61,21 +61,25 @@ class GroupCommitter:
 
     def run(self, job: Callable[[Session], T]) -> T:
         """Run `job` in a write transaction; returns once its result is committed."""
+        return self.submit(job).result()
+
+    def submit(self, job: Callable[[Session], T]) -> Future[T]:
+        """Queue `job` for a group commit; the future holds its result once committed. The
+        caller need not hold a thread while it waits (an event loop awaits the future).
+        Without a writer thread (CLI, tests) the job runs here, inline."""
+        future: Future[T] = Future()
         with self._lock:
             if self._stopping:
                 raise TempFailure("shutting down")
             if self._thread is not None:
-                future: Future[T] = Future()
                 self._queue.put((job, future))
-            else:
-                future = None  # type: ignore[assignment]
-        if future is not None:
-            return future.result()
+                return future
         try:
-            with self.db.write() as session:  # no writer thread (CLI, tests): inline
-                return job(session)
+            with self.db.write() as session:
+                future.set_result(job(session))
         except Exception as exc:
-            raise as_temporary(exc) from None
+            future.set_exception(as_temporary(exc))
+        return future
 
     def _run(self) -> None:
         while True:
@@ -98,6 +102,11 @@ class GroupCommitter:
                 return
 
     def _commit(self, batch: list[tuple[Job, Future[Any]]]) -> None:
+        # A job whose caller gave up (its future cancelled) is dropped: nobody would say 250.
+        # Once running, a future can no longer be cancelled, so every result is delivered.
+        batch = [(job, future) for job, future in batch if future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             with self.db.write() as session:

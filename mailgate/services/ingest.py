@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -69,6 +70,22 @@ class Delivery:
     outcome: Outcome
     ticket_id: int | None = None
     message_id: str = ""
+
+
+@dataclass
+class Prepared:
+    """One message ready for its transaction (Ingestor.prepare)."""
+
+    raw: bytes
+    sha: str
+    body_sha: str
+    recipients: list[Recipient]
+    envelope: Envelope
+    mail: InboundMail | None = None
+    problem: str = ""  # why it could not be parsed (then `mail` is None)
+    trust: Trust = UNCHECKED
+    screening: Screening = NOTHING_FOUND
+    crash: Exception | None = None  # raised on the way: for `recover`
 
 
 def dedupe_key(message_id: str, sender: str, body_sha256: str) -> str:
@@ -183,7 +200,26 @@ class Ingestor:
     def ingest(self, raw: bytes, envelope: Envelope) -> list[Delivery]:
         """Store and process one message; returns once everything is committed.
 
-        Raises Rejected (refuse for good), TempFailure (try again later)."""
+        Raises Rejected (refuse for good), TempFailure (try again later). The same steps as
+        the SMTP listener's, which awaits the commit instead of holding a thread on it."""
+        prepared = self.prepare(raw, envelope)
+        if prepared.crash is not None:
+            deliveries = self.recover(prepared, prepared.crash)
+        else:
+            try:
+                deliveries = self.submit(prepared).result()
+            except MailgateError:
+                raise
+            except Exception as exc:  # a crash: retried by the MTA a few times, then held
+                deliveries = self.recover(prepared, exc)
+        self.accepted(prepared, deliveries)
+        return deliveries
+
+    def prepare(self, raw: bytes, envelope: Envelope) -> Prepared:
+        """Everything before the transaction, in the caller's thread: the checks that refuse
+        (Rejected, TempFailure raised), the raw mail's digests (a big one stored as a blob),
+        the parse, the attachments stored, the sender's trust, the screening. A crash on the
+        way is kept in `crash` for `recover`, not raised."""
         if len(raw) > self.max_message_bytes:
             raise TooLarge("message too big")
         if count_received(raw) >= self.max_received_headers:
@@ -197,37 +233,44 @@ class Ingestor:
             sha = hashlib.sha256(raw).hexdigest()  # stored by _claim, in the transaction
         else:
             sha = self.blobs.put(raw)
-        body_sha = body_digest(raw)
-        mail: InboundMail | None = None
+        prepared = Prepared(raw, sha, body_digest(raw), recipients, envelope)
         try:
             try:
-                mail = strip_internal_headers(self.parse(raw))
-                problem = ""
+                prepared.mail = strip_internal_headers(self.parse(raw))
             except MailParseError as exc:
-                problem = str(exc)
-            trust = UNCHECKED
+                prepared.problem = str(exc)
+            mail = prepared.mail
             if mail is not None:
                 # fsync attachments here, in the caller's thread, not in the single writer's
                 # transaction (which then only finds them present).
                 for part in mail.attachments:
                     self.blobs.put(part.payload)
-                trust = self.sender_trust(raw, mail, envelope)
-                envelope = self._authenticate(mail, envelope, trust)
+                prepared.trust = self.sender_trust(raw, mail, envelope)
+                prepared.envelope = self._authenticate(mail, envelope, prepared.trust)
             # Here, not in the single writer's transaction: what needs no database.
-            found = screen(raw, mail, envelope, self.hostname, self.verification_rules)
-            parsed, env = mail, envelope
-
-            def job(session: Session) -> list[Delivery]:
-                return [
-                    self._one(session, raw, sha, body_sha, parsed, problem, r, env, trust, found)
-                    for r in recipients
-                ]
-
-            deliveries = self.committer.run(job)
+            prepared.screening = screen(
+                raw, mail, prepared.envelope, self.hostname, self.verification_rules
+            )
         except MailgateError:
             raise
-        except Exception as exc:  # a crash: retried by the MTA a few times, then quarantined
-            deliveries = self._after_crash(raw, sha, mail, recipients, envelope, exc)
+        except Exception as exc:  # a crash: counted by `recover`, in a transaction
+            prepared.crash = exc
+        return prepared
+
+    def submit(self, prepared: Prepared) -> Future[list[Delivery]]:
+        """Queue the message's transaction in the group commit; the future is resolved once
+        it is committed (or failed: a TempFailure, or a crash for `recover`)."""
+        return self.committer.submit(
+            lambda session: [self._one(session, prepared, r) for r in prepared.recipients]
+        )
+
+    def recover(self, prepared: Prepared, exc: Exception) -> list[Delivery]:
+        """After a crash: counted, and the mail held once it crashed too often (blocking)."""
+        p = prepared
+        return self._after_crash(p.raw, p.sha, p.mail, p.recipients, p.envelope, exc)
+
+    def accepted(self, prepared: Prepared, deliveries: list[Delivery]) -> None:
+        envelope = prepared.envelope
         for d in deliveries:
             logs.info(
                 "ingest.accepted",
@@ -238,7 +281,6 @@ class Ingestor:
                 outcome=d.outcome,
                 ticket=d.ticket_id,
             )
-        return deliveries
 
     def raw(self, sha256: str) -> bytes:
         """A stored raw mail: a small one from the database, a big one (or one stored before
@@ -384,25 +426,16 @@ class Ingestor:
 
     # -- one recipient, inside the transaction ------------------------------------------
 
-    def _one(
-        self,
-        session: Session,
-        raw: bytes,
-        sha: str,
-        body_sha: str,
-        mail: InboundMail | None,
-        problem: str,
-        rcpt: Recipient,
-        envelope: Envelope,
-        trust: Trust,
-        screening: Screening,
-    ) -> Delivery:
-        message_id = mail.message_id if mail else f"{sha[:32]}@mailgate.invalid"
-        key = dedupe_key(message_id, mail.from_addr if mail else "", body_sha)
-        receipt_id = self._claim(session, key, message_id, rcpt, envelope, sha, raw)
+    def _one(self, session: Session, p: Prepared, rcpt: Recipient) -> Delivery:
+        mail = p.mail
+        message_id = mail.message_id if mail else f"{p.sha[:32]}@mailgate.invalid"
+        key = dedupe_key(message_id, mail.from_addr if mail else "", p.body_sha)
+        receipt_id = self._claim(session, key, message_id, rcpt, p.envelope, p.sha, p.raw)
         if receipt_id is None:
             return Delivery(rcpt.address, Outcome.DUPLICATE, None, message_id)
-        decision = self._decide(session, raw, sha, mail, problem, rcpt, envelope, trust, screening)
+        decision = self._decide(
+            session, p.raw, p.sha, mail, p.problem, rcpt, p.envelope, p.trust, p.screening
+        )
         record_decision(session, receipt_id, *decision)
         return Delivery(rcpt.address, decision.outcome, decision.ticket_id, message_id)
 

@@ -295,3 +295,39 @@ def test_a_job_submitted_while_the_writer_stops_is_run_or_refused(tmp_path: Path
     latecomer.join(3)
     db.dispose()
     assert outcome, "the late job was neither run nor refused: its caller waits forever"
+
+
+def test_a_submitted_job_resolves_after_its_commit_and_a_cancelled_one_never_runs(
+    tmp_path: Path,
+):
+    """The SMTP listener awaits `submit`'s future instead of holding a thread on it. A job
+    whose caller gave up before it ran (its future cancelled) is dropped, never half-run;
+    once running, it cannot be cancelled: its result is always delivered."""
+    db = Database(f"sqlite:///{tmp_path / 'submit.db'}")
+    db.upgrade()
+    committer = GroupCommitter(db)
+    committer.start()
+    busy, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def slow(session) -> str:  # type: ignore[no-untyped-def]
+        busy.set()
+        release.wait(10)
+        ran.append("slow")
+        return "slow"
+
+    try:
+        first = committer.submit(slow)
+        assert busy.wait(10)
+        assert not first.cancel(), "a running job is past cancelling"
+        dropped = committer.submit(lambda session: ran.append("dropped"))
+        kept = committer.submit(lambda session: ran.append("kept") or len(ran))
+        assert dropped.cancel()
+        release.set()
+        assert first.result(10) == "slow"
+        assert kept.result(10) == 2
+        assert ran == ["slow", "kept"]
+    finally:
+        release.set()
+        committer.stop()
+        db.dispose()
