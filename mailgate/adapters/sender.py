@@ -11,8 +11,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from mailgate import logs
@@ -23,40 +22,12 @@ from mailgate.services.outbox_queue import (
     SENT,
     SKIPPED,
     Attempt,
+    ClaimedRow,
     Delivery,
     OutboundMail,
     Outcome,
 )
 from mailgate.store.models import Outbox
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedRow:
-    """An outbox row as the sender's own process gets it from serve (adapters/sender_process.py):
-    its columns, read-only. Building an ORM `Outbox` (SQLModel, pydantic, SQLAlchemy state) for
-    each claimed row cost a tenth of that process's CPU; the sender only reads them."""
-
-    id: int | None
-    kind: str
-    to_addr: str
-    subject: str
-    ticket_id: int | None
-    message_id: str
-    envelope_from: str
-    raw: bytes
-    params: str
-    automatic: bool
-    status: str
-    attempts: int
-    next_attempt_at: datetime
-    claimed_until: datetime | None
-    claimed_by: str
-    last_error: str
-    created_at: datetime
-    sent_at: datetime | None
-    reason: str
-    first_contact: bool
-
 
 Row = Outbox | ClaimedRow  # a claimed row: the sender reads it, never changes it
 Stop = Callable[[], bool]

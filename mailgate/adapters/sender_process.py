@@ -40,10 +40,9 @@ from collections.abc import Callable
 from typing import Any
 
 from mailgate import logs
-from mailgate.adapters.sender import ClaimedRow
 from mailgate.errors import TempFailure
 from mailgate.metrics import Metrics
-from mailgate.services.outbox_queue import OutboxQueue, Outcome
+from mailgate.services.outbox_queue import ClaimedRow, OutboxQueue, Outcome
 from mailgate.store.models import Outbox
 
 Write = Callable[[Callable[[Any], Any]], Any]  # GroupCommitter.run: a job in a group commit

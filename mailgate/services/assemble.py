@@ -110,7 +110,7 @@ class BlobReader(Protocol):
 
 class StoredMail(Protocol):
     """What assembling reads of an outbox row: an ORM `Outbox`, or the read-only copy the
-    sender's own process gets from serve (adapters/sender.py ClaimedRow)."""
+    sender's own process gets from serve (services/outbox_queue.py ClaimedRow)."""
 
     @property
     def id(self) -> int | None: ...

@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import event
 
 from mailgate import config as config_mod
-from mailgate.adapters.sender import ClaimedRow
 from mailgate.adapters.sender_process import (
     _COLUMNS,
     WritesThroughServe,
@@ -30,7 +29,7 @@ from mailgate.adapters.sender_process import (
 from mailgate.app import App, build
 from mailgate.clock import FixedClock
 from mailgate.services.ingest import Envelope
-from mailgate.services.outbox_queue import SENT, Outcome
+from mailgate.services.outbox_queue import SENT, ClaimedRow, Outcome
 from tests.conftest import make_mail
 from tests.support.mailflow import mail_bytes, outbox_rows
 from tests.support.peers import SmtpSink, write_config
