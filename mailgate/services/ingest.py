@@ -28,7 +28,7 @@ from mailgate.core import authres, verification
 from mailgate.core.addresses import AddressBook, Recipient
 from mailgate.core.enums import Outcome, Step
 from mailgate.core.limits import body_start
-from mailgate.core.mail import InboundMail, MailParseError, parse_mail, synthesize_message_id
+from mailgate.core.mail import InboundMail, MailParseError, parse_mail
 from mailgate.core.tokens import read_reply_token
 from mailgate.errors import MailgateError, Rejected, TempFailure, TooLarge
 from mailgate.services import poison, sender_trust
@@ -76,9 +76,10 @@ class Delivery:
 class Prepared:
     """One message ready for its transaction (Ingestor.prepare)."""
 
-    raw: bytes
+    raw: bytes  # b"" once it is a blob and the message crossed to another process
     sha: str
     body_sha: str
+    size: int
     recipients: list[Recipient]
     envelope: Envelope
     mail: InboundMail | None = None
@@ -86,6 +87,11 @@ class Prepared:
     trust: Trust = UNCHECKED
     screening: Screening = NOTHING_FOUND
     crash: Exception | None = None  # raised on the way: for `recover`
+
+    @property
+    def message_id(self) -> str:
+        """The mail's Message-ID, or the one synthesize_message_id gives its bytes."""
+        return self.mail.message_id if self.mail else f"{self.sha[:32]}@mailgate.invalid"
 
 
 def dedupe_key(message_id: str, sender: str, body_sha256: str) -> str:
@@ -233,7 +239,7 @@ class Ingestor:
             sha = hashlib.sha256(raw).hexdigest()  # stored by _claim, in the transaction
         else:
             sha = self.blobs.put(raw)
-        prepared = Prepared(raw, sha, body_digest(raw), recipients, envelope)
+        prepared = Prepared(raw, sha, body_digest(raw), len(raw), recipients, envelope)
         try:
             try:
                 prepared.mail = strip_internal_headers(self.parse(raw))
@@ -266,8 +272,7 @@ class Ingestor:
 
     def recover(self, prepared: Prepared, exc: Exception) -> list[Delivery]:
         """After a crash: counted, and the mail held once it crashed too often (blocking)."""
-        p = prepared
-        return self._after_crash(p.raw, p.sha, p.mail, p.recipients, p.envelope, exc)
+        return self._after_crash(prepared, exc)
 
     def accepted(self, prepared: Prepared, deliveries: list[Delivery]) -> None:
         envelope = prepared.envelope
@@ -325,15 +330,7 @@ class Ingestor:
         logs.warning("ingest.dmarc_failed", message_id=mail.message_id, sender=mail.from_addr)
         return replace(envelope, dmarc_failed=True, send_mail=False)
 
-    def _after_crash(
-        self,
-        raw: bytes,
-        sha: str,
-        mail: InboundMail | None,
-        recipients: list[Recipient],
-        envelope: Envelope,
-        exc: Exception,
-    ) -> list[Delivery]:
+    def _after_crash(self, p: Prepared, exc: Exception) -> list[Delivery]:
         """Count the crash in a transaction of its own (the failed one rolled back). Below
         max_crashes the error goes on (451: the MTA retries); then the mail is quarantined
         with the error and answered 250, so it never blocks the mail behind it. A value the
@@ -344,29 +341,25 @@ class Ingestor:
             orig = getattr(exc, "orig", None) or exc
             detail = str(orig).splitlines()[0][:300] if str(orig) else ""
             reason = f"the database refused a value ({type(orig).__name__}: {detail})"
-            message_id = mail.message_id if mail else synthesize_message_id(raw)
+            message_id = p.message_id
             logs.error("ingest.value_refused", message_id=message_id, error=reason)
             return self.committer.run(
                 lambda session: [
-                    self._hold_unprocessed(session, raw, sha, mail, message_id, r, envelope, reason)
-                    for r in recipients
+                    self._hold_unprocessed(session, p, message_id, r, reason) for r in p.recipients
                 ]
             )
         if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
             raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
         error = f"{type(exc).__name__}: {exc}"
-        message_id = mail.message_id if mail else synthesize_message_id(raw)
+        message_id = p.message_id
 
         def job(session: Session) -> list[Delivery] | None:
-            attempts = poison.count_crash(session, sha, error, self.clock.now())
+            attempts = poison.count_crash(session, p.sha, error, self.clock.now())
             logs.error("ingest.crashed", message_id=message_id, attempts=attempts, error=error)
             if attempts < self.max_crashes:
                 return None
             reason = f"processing crashed {attempts} times: {error}"
-            return [
-                self._hold_unprocessed(session, raw, sha, mail, message_id, r, envelope, reason)
-                for r in recipients
-            ]
+            return [self._hold_unprocessed(session, p, message_id, r, reason) for r in p.recipients]
 
         try:
             held = self.committer.run(job)
@@ -378,34 +371,19 @@ class Ingestor:
         return held
 
     def _hold_unprocessed(
-        self,
-        session: Session,
-        raw: bytes,
-        sha: str,
-        mail: InboundMail | None,
-        message_id: str,
-        rcpt: Recipient,
-        envelope: Envelope,
-        reason: str,
+        self, session: Session, p: Prepared, message_id: str, rcpt: Recipient, reason: str
     ) -> Delivery:
         """Quarantine without processing, under a receipt so a redelivery is a duplicate."""
-        key = dedupe_key(message_id, (mail.from_addr if mail else ""), body_digest(raw))
-        receipt_id = self._claim(session, key, message_id, rcpt, envelope, sha, raw)
+        key = dedupe_key(message_id, (p.mail.from_addr if p.mail else ""), p.body_sha)
+        receipt_id = self._claim(session, key, message_id, rcpt, p)
         if receipt_id is None:
             return Delivery(rcpt.address, Outcome.DUPLICATE, None, message_id)
-        self.quarantine(session, sha, len(raw), reason, rcpt.address, envelope, message_id)
+        self.quarantine(session, p.sha, p.size, reason, rcpt.address, p.envelope, message_id)
         record_decision(session, receipt_id, Outcome.QUARANTINED, None, Step.HELD)
         return Delivery(rcpt.address, Outcome.QUARANTINED, None, message_id)
 
     def _claim(
-        self,
-        session: Session,
-        key: str,
-        message_id: str,
-        rcpt: Recipient,
-        envelope: Envelope,
-        sha: str,
-        raw: bytes,
+        self, session: Session, key: str, message_id: str, rcpt: Recipient, p: Prepared
     ) -> int | None:
         """Record this delivery under its dedupe key; None when it was already recorded (an
         MTA retry, the same mail to another of our addresses, or another instance a moment
@@ -415,26 +393,25 @@ class Ingestor:
             key=key,
             message_id=message_id,
             recipient=rcpt.address,
-            envelope_from=envelope.mail_from or "",
-            channel=envelope.channel,
-            sha=sha,
+            envelope_from=p.envelope.mail_from or "",
+            channel=p.envelope.channel,
+            sha=p.sha,
             now=self.clock.now(),
         )
-        if receipt_id is not None and len(raw) <= INLINE_RAW_BYTES:
-            store_raw(session, sha, raw)
+        if receipt_id is not None and p.size <= INLINE_RAW_BYTES:
+            store_raw(session, p.sha, p.raw)
         return receipt_id
 
     # -- one recipient, inside the transaction ------------------------------------------
 
     def _one(self, session: Session, p: Prepared, rcpt: Recipient) -> Delivery:
-        mail = p.mail
-        message_id = mail.message_id if mail else f"{p.sha[:32]}@mailgate.invalid"
+        mail, message_id = p.mail, p.message_id
         key = dedupe_key(message_id, mail.from_addr if mail else "", p.body_sha)
-        receipt_id = self._claim(session, key, message_id, rcpt, p.envelope, p.sha, p.raw)
+        receipt_id = self._claim(session, key, message_id, rcpt, p)
         if receipt_id is None:
             return Delivery(rcpt.address, Outcome.DUPLICATE, None, message_id)
         decision = self._decide(
-            session, p.raw, p.sha, mail, p.problem, rcpt, p.envelope, p.trust, p.screening
+            session, p.size, p.sha, mail, p.problem, rcpt, p.envelope, p.trust, p.screening
         )
         record_decision(session, receipt_id, *decision)
         return Delivery(rcpt.address, decision.outcome, decision.ticket_id, message_id)
@@ -467,7 +444,7 @@ class Ingestor:
     def _decide(
         self,
         session: Session,
-        raw: bytes,
+        size: int,
         sha: str,
         mail: InboundMail | None,
         problem: str,
@@ -477,7 +454,7 @@ class Ingestor:
         screening: Screening,
     ) -> Decision:
         """Run the named steps (services/ingest_steps.py) until one decides."""
-        ctx = Inbound(session, raw, sha, mail, problem, rcpt, envelope, trust, screening)
+        ctx = Inbound(session, size, sha, mail, problem, rcpt, envelope, trust, screening)
         return self.steps.decide(ctx)
 
     def decide_reprocessed(
@@ -493,5 +470,7 @@ class Ingestor:
         still screened like any mail for who sent it (a forged agent's mail stays a note)."""
         trust = self.sender_trust(raw, mail, envelope)
         # Released: the steps that hold mail aside find nothing; who sent it still counts.
-        decision = self._decide(session, raw, sha, mail, "", rcpt, envelope, trust, NOTHING_FOUND)
+        decision = self._decide(
+            session, len(raw), sha, mail, "", rcpt, envelope, trust, NOTHING_FOUND
+        )
         return decision.outcome, decision.ticket_id

@@ -103,7 +103,7 @@ class Inbound:
     """One delivery going through the steps; later steps read what earlier ones found."""
 
     session: Session
-    raw: bytes
+    size: int  # of the raw mail, in bytes
     sha: str
     mail: InboundMail | None
     problem: str
@@ -160,7 +160,7 @@ class DecisionSteps:
     def _hold(self, ctx: Inbound, reason: str) -> Found:
         message_id = ctx.mail.message_id if ctx.mail is not None else ""
         self.quarantine(
-            ctx.session, ctx.sha, len(ctx.raw), reason, ctx.rcpt.address, ctx.envelope, message_id
+            ctx.session, ctx.sha, ctx.size, reason, ctx.rcpt.address, ctx.envelope, message_id
         )
         return Outcome.QUARANTINED, None
 
