@@ -63,6 +63,12 @@ def setup(fmt: str = "kv", level: int = logging.INFO) -> None:
     root.addHandler(library)
 
 
+def settings() -> tuple[str, int]:
+    """This process's log format and level, for a child process to log alike (`setup`)."""
+    json_lines = any(isinstance(h.formatter, JsonFormatter) for h in _LOGGER.handlers)
+    return ("json" if json_lines else "kv"), _LOGGER.level or logging.INFO
+
+
 def event(name: str, level: int = logging.INFO, exc_info: bool = False, /, **fields: Any) -> None:
     _LOGGER.log(level, name, extra={"fields": fields}, exc_info=exc_info)
 

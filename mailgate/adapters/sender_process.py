@@ -24,13 +24,10 @@ process is gone, even killed with SIGKILL. A child that dies is restarted with b
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import pickle
 import selectors
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -39,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from mailgate import logs
+from mailgate import frames, logs
 from mailgate.errors import TempFailure
 from mailgate.metrics import Metrics
 from mailgate.services.outbox_queue import ClaimedRow, OutboxQueue, Outcome
@@ -47,7 +44,6 @@ from mailgate.store.models import Outbox
 
 Write = Callable[[Callable[[Any], Any]], Any]  # GroupCommitter.run: a job in a group commit
 
-_LENGTH = struct.Struct("!I")
 RESULTS = ("sent", "retried", "failed")
 
 
@@ -140,7 +136,7 @@ class SenderProcess:
             for sock in (theirs, their_writes):
                 if sock is not None:
                     sock.close()
-        fmt, level = _log_settings()
+        fmt, level = logs.settings()
         _send_frame(ours, (self.factory, self.config, fmt, level))
         ours.setblocking(False)
         if writes is not None:
@@ -152,8 +148,7 @@ class SenderProcess:
         reader, writer = await asyncio.open_unix_connection(sock=sock)
         while True:
             try:
-                (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-                verb, arg = pickle.loads(await reader.readexactly(length))  # noqa: S301
+                verb, arg = await frames.read(reader)
             except (asyncio.IncompleteReadError, ConnectionResetError):
                 return  # the child is gone
             try:
@@ -162,8 +157,7 @@ class SenderProcess:
                 if not isinstance(exc, TempFailure):
                     logs.error("sender.write_failed", exc_info=True, job=verb)
                 reply = ("failed", f"{type(exc).__name__}: {exc}")
-            payload = pickle.dumps(reply)
-            writer.write(_LENGTH.pack(len(payload)) + payload)
+            writer.write(frames.encode(reply))
             try:
                 await writer.drain()
             except ConnectionResetError:
@@ -200,35 +194,11 @@ class SenderProcess:
                         self.metrics.outbound_result(name)
 
 
-def _log_settings() -> tuple[str, int]:
-    """The serving process's log format and level, for the child to log alike."""
-    logger = logging.getLogger("mailgate")
-    json_lines = any(isinstance(h.formatter, logs.JsonFormatter) for h in logger.handlers)
-    return ("json" if json_lines else "kv"), logger.level or logging.INFO
-
-
 _COLUMNS = tuple(c.name for c in Outbox.__table__.columns)  # type: ignore[attr-defined]
 
 
-def _send_frame(sock: socket.socket, value: Any) -> None:
-    payload = pickle.dumps(value)
-    sock.sendall(_LENGTH.pack(len(payload)) + payload)
-
-
-def _receive_frame(sock: socket.socket) -> Any:
-    """Raises EOFError when the other end closed."""
-
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise EOFError("the serving process closed the socket")
-            data += chunk
-        return data
-
-    (length,) = _LENGTH.unpack(exactly(_LENGTH.size))
-    return pickle.loads(exactly(length))  # noqa: S301  (our own parent, over a socketpair)
+_send_frame = frames.send
+_receive_frame = frames.receive
 
 
 # -- the child ----------------------------------------------------------------------------------
