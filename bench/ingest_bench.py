@@ -761,6 +761,7 @@ def run_mailgate(
             ("database", "url"): url,
             ("inbound", "smtp_listen"): f"127.0.0.1:{port}",
             ("inbound", "lmtp_listen"): "",
+            ("inbound", "smtp_processes"): args.smtp_processes,
             ("addresses", "support"): SUPPORT,
             ("outbound", "transport"): f"smtp://127.0.0.1:{sink.port}",
             # The anti-backscatter cap on mail to new addresses (200/h by default) would hold
@@ -936,6 +937,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8, help="concurrent SMTP sessions")
     parser.add_argument("--rate", type=float, default=300.0, help="offered load, messages/s")
     parser.add_argument("--size", type=int, default=5000, help="message size in bytes")
+    parser.add_argument(
+        "--smtp-processes",
+        type=int,
+        default=0,
+        help="[inbound] smtp_processes: SMTP sessions in this many child processes of serve",
+    )
     parser.add_argument(
         "--databases",
         default="sqlite,postgresql",

@@ -37,6 +37,7 @@ from mailgate.adapters.smtp import (
     LmtpHandler,
     start_listener,
 )
+from mailgate.adapters.smtp.front import SmtpFronts
 from mailgate.adapters.systemd import Notifier
 from mailgate.adapters.transports import make_transport
 from mailgate.clock import Clock, SystemClock
@@ -378,11 +379,22 @@ async def serve(
     data_budget = DataBudget(cfg.inbound.max_inflight_bytes)
     wake_sender = app.sender.wakeup.set
     servers: list[asyncio.AbstractServer] = []
+    # SMTP/LMTP sessions in child processes (adapters/smtp/front.py); like the sender's, they
+    # build the App from the config, so not with a test's clock or transport.
+    fronts = None
+    if cfg.inbound.smtp_processes and app.sender_process:
+        fronts = SmtpFronts(build, cfg, app.ingestor, app.metrics, wake_sender,
+                            count=cfg.inbound.smtp_processes)  # fmt: skip
     for name, listen, lmtp in (
         ("smtp", cfg.inbound.smtp_listen, False),
         ("lmtp", cfg.inbound.lmtp_listen, True),
     ):
         if not listen:
+            continue
+        if fronts is not None:
+            app.listeners[name] = fronts.listen(name, listen, lmtp=lmtp)
+            host, port = app.listeners[name]
+            logs.info("listener.started", name=name, address=f"{host}:{port}", fronts=fronts.count)
             continue
         handler_cls = LmtpHandler if lmtp else InboundHandler
         server = await start_listener(
@@ -408,6 +420,8 @@ async def serve(
             name=name,
             address=f"{app.listeners[name][0]}:{app.listeners[name][1]}",
         )
+    if fronts is not None:
+        fronts.start()
     postfix_map = PostfixMap(lambda address: app.ingestor.addresses.resolve(address) is not None)
     if cfg.inbound.postfix_map_listen:  # Postfix asks it which recipients are ours
         map_server = await postfix_map.start(cfg.inbound.postfix_map_listen)
@@ -480,6 +494,8 @@ async def serve(
         await http.stop()
     for server in servers:
         server.close()  # stop accepting; sessions in DATA finish below
+    if fronts is not None:
+        await fronts.stop()  # each finishes its DATA in flight: serve still commits them
     await postfix_map.stop()
     await inflight.idle.wait()
     await asyncio.to_thread(app.committer.stop)

@@ -73,6 +73,9 @@ class InboundSection:
     max_received_headers: int = 50
     parse_timeout_seconds: float = 30.0
     parse_workers: int = 2
+    # SMTP/LMTP sessions in this many child processes of `serve` (0: in serve itself); serve
+    # keeps the one database writer. Lets the writer have serve's GIL to itself under load.
+    smtp_processes: int = 0
     max_recipients: int = 100  # RCPT per transaction; more get 452 (RFC 5321 4.5.3.1.8)
     # Message bytes all DATA transactions in flight may hold; a new DATA beyond it gets 452.
     max_inflight_bytes: int = 268435456
@@ -418,6 +421,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("inbound.parse_timeout_seconds: must be more than 0")
     if cfg.inbound.parse_workers < 1:
         raise ConfigError("inbound.parse_workers: must be at least 1")
+    if not 0 <= cfg.inbound.smtp_processes <= 32:
+        raise ConfigError("inbound.smtp_processes: must be between 0 and 32")
     if cfg.inbound.max_message_bytes < 1024:
         raise ConfigError("inbound.max_message_bytes: must be at least 1024")
     t = cfg.outbound.transport

@@ -72,6 +72,15 @@ class Delivery:
     message_id: str = ""
 
 
+class CrashElsewhere(Exception):
+    """A crash while preparing a message in another process (an SMTP front), as its type's
+    name and its text: what `recover` counts and records."""
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.kind = kind
+
+
 @dataclass
 class Prepared:
     """One message ready for its transaction (Ingestor.prepare)."""
@@ -350,7 +359,8 @@ class Ingestor:
             )
         if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
             raise TempFailure(f"database unavailable: {type(exc.orig).__name__}") from exc
-        error = f"{type(exc).__name__}: {exc}"
+        kind = exc.kind if isinstance(exc, CrashElsewhere) else type(exc).__name__
+        error = f"{kind}: {exc}"
         message_id = p.message_id
 
         def job(session: Session) -> list[Delivery] | None:

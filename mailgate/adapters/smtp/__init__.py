@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
 from aiosmtpd.lmtp import LMTP
@@ -34,8 +36,9 @@ from aiosmtpd.smtp import Session as SmtpSession
 from mailgate import logs
 from mailgate.errors import MailgateError, Rejected, TempFailure
 from mailgate.metrics import Metrics
-from mailgate.services.ingest import Delivery, Envelope, Ingestor
+from mailgate.services.ingest import Delivery, Envelope, Ingestor, Prepared
 
+Ingest = Callable[[bytes, Envelope], Awaitable[list[Delivery]]]
 TEMP_REPLY = "451 4.3.0 Temporary local problem, please try again later"
 BUSY_REPLY = "452 4.3.1 Insufficient system storage, try again later"
 TOO_MANY_RCPTS_REPLY = "452 4.5.3 Too many recipients"
@@ -96,6 +99,7 @@ class InboundHandler:
         *,
         max_recipients: int = DEFAULT_MAX_RECIPIENTS,
         budget: DataBudget | None = None,
+        ingest: Ingest | None = None,
     ):
         self.ingestor = ingestor
         self.channel = channel
@@ -105,6 +109,9 @@ class InboundHandler:
         self.max_recipients = max_recipients
         # Shared by every listener of the process (app.py passes one); unbounded alone.
         self.budget = budget or DataBudget(2**62)
+        # Where the message is stored: here (prepare in a thread, await the group commit), or
+        # in an SMTP front, by the serving process (adapters/smtp_front.py).
+        self.ingest = ingest or self._ingest
 
     async def handle_RCPT(
         self,
@@ -136,7 +143,7 @@ class InboundHandler:
         started = time.monotonic()
         try:
             with self.inflight:
-                deliveries = await self._ingest(raw, env)
+                deliveries = await self.ingest(raw, env)
         except Rejected as exc:
             logs.info("smtp.rejected", channel=self.channel, peer=env.peer, reason=exc.reason)
             self.metrics.message(self.channel, "rejected")
@@ -160,19 +167,9 @@ class InboundHandler:
         """Ingestor.ingest, with no thread held while the group commit runs: a worker thread
         prepares (parse, digests, sender checks), the loop awaits the commit. Under load the
         writer then shares the GIL with one thread less per message waiting on it."""
-        ingestor = self.ingestor
-        prepared = await asyncio.to_thread(ingestor.prepare, raw, env)
-        crash = prepared.crash
-        if crash is None:
-            try:
-                deliveries = await asyncio.wrap_future(ingestor.submit(prepared))
-            except MailgateError:
-                raise
-            except Exception as exc:
-                crash = exc
-        if crash is not None:  # counted, maybe held, in a transaction of its own (rare)
-            deliveries = await asyncio.to_thread(ingestor.recover, prepared, crash)
-        ingestor.accepted(prepared, deliveries)
+        prepared = await asyncio.to_thread(self.ingestor.prepare, raw, env)
+        deliveries = await store_prepared(self.ingestor, prepared)
+        self.ingestor.accepted(prepared, deliveries)
         return deliveries
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
@@ -197,6 +194,20 @@ class LmtpHandler(InboundHandler):
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: SmtpEnvelope) -> str:
         reply = await self._store(session, envelope, list(envelope.rcpt_tos))
         return "\r\n".join([reply] * len(envelope.rcpt_tos))
+
+
+async def store_prepared(ingestor: Ingestor, prepared: Prepared) -> list[Delivery]:
+    """A prepared message's transaction in the group commit, awaited; a crash (in it, or on
+    the way: `prepared.crash`) is counted, maybe held, in a transaction of its own (rare)."""
+    crash = prepared.crash
+    if crash is None:
+        try:
+            return await asyncio.wrap_future(ingestor.submit(prepared))
+        except MailgateError:
+            raise
+        except Exception as exc:
+            crash = exc
+    return await asyncio.to_thread(ingestor.recover, prepared, crash)
 
 
 def stored_reply(ticket_ids: list[int]) -> str:
@@ -396,8 +407,16 @@ def _peer(session: SmtpSession) -> str:
 
 
 async def start_listener(
-    listen: str, handler: InboundHandler, *, lmtp: bool, hostname: str, max_bytes: int
+    listen: str,
+    handler: InboundHandler,
+    *,
+    lmtp: bool,
+    hostname: str,
+    max_bytes: int,
+    sock: socket.socket | None = None,
 ) -> asyncio.AbstractServer:
+    """Listen on `listen`, or accept on `sock` (bound and listening already: an SMTP front
+    accepts on the socket the serving process opened, as its siblings do)."""
     loop = asyncio.get_running_loop()
     cls = PerRecipientLMTP if lmtp else MailgateSMTP
 
@@ -412,6 +431,10 @@ async def start_listener(
             loop=loop,
         )
 
+    if sock is not None and sock.family == socket.AF_UNIX:
+        return await loop.create_unix_server(factory, sock=sock)
+    if sock is not None:
+        return await loop.create_server(factory, sock=sock)
     if listen.startswith("unix:"):
         return await loop.create_unix_server(factory, path=listen[len("unix:") :])
     host, _, port = listen.rpartition(":")

@@ -1,0 +1,351 @@
+"""SMTP and LMTP sessions in child processes of `serve` (`[inbound] smtp_processes = N`).
+
+Why: under load one `serve` process is bound by its GIL, and the database writer (the one
+serial step of intake) waited on it behind the SMTP sessions, the parse hand-offs and the
+sender checks of every other message. With fronts, serve keeps the writer and the fronts do
+everything before the transaction.
+
+- serve opens the listening sockets itself (its addresses, port 0 included, are known at once)
+  and starts N children, `python -m mailgate.adapters.smtp.front CONTROL LISTENER...`, which
+  all accept on them: the kernel gives each new connection to one of them.
+- A child builds the same App from the config and runs aiosmtpd on the inherited sockets. It
+  prepares each message (checks, digests, big mails and attachments to the blob store, the
+  parse in its own workers, sender checks, screening: Ingestor.prepare) and sends the
+  Prepared message over CONTROL. serve runs its transaction in the group commit and answers
+  when it is committed (or failed); only then does the child say 250. Nothing durable happens
+  in a child: a 250 still means committed, by serve's writer.
+- CONTROL frames (frames.py), child -> serve: (id, "ingest", Prepared) and (None, "metric",
+  (channel, outcome, seconds)); serve -> child: (id, "ok", deliveries), (id, "tempfail",
+  text) or (id, "crashed", text).
+- Stopping: serve sends SIGTERM; a child stops accepting, finishes the DATA in flight (serve
+  still answers them), stops its parse workers and exits; serve stops its writer after. When
+  serve is gone (even killed), CONTROL ends: every message in flight is answered 451 and the
+  child exits. A child that dies is restarted with backoff; its messages in flight were not
+  answered 250, so their clients send them again (the receipt makes that a duplicate if the
+  commit had happened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from mailgate import frames, logs
+from mailgate.adapters.smtp import (
+    DataBudget,
+    InboundHandler,
+    InFlight,
+    LmtpHandler,
+    start_listener,
+    store_prepared,
+)
+from mailgate.errors import MailgateError, TempFailure
+from mailgate.metrics import Metrics
+from mailgate.services.ingest import INLINE_RAW_BYTES, CrashElsewhere, Delivery, Envelope, Ingestor
+
+Listener = tuple[str, bool, socket.socket]  # name ("smtp", "lmtp"), LMTP?, listening socket
+
+
+def listening_socket(listen: str) -> socket.socket:
+    """Bound and listening: "host:port" (port 0: any free one) or "unix:/path"."""
+    if listen.startswith("unix:"):
+        path = listen[len("unix:") :]
+        Path(path).unlink(missing_ok=True)  # a stale socket file from a previous run
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+    else:
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+class SmtpFronts:
+    """In serve: the listening sockets, the children, and their messages' transactions."""
+
+    def __init__(
+        self,
+        factory: Callable[[Any], Any],
+        config: Any,
+        ingestor: Ingestor,
+        metrics: Metrics,
+        on_stored: Callable[[], None],
+        *,
+        count: int,
+        stop_timeout: float = 60.0,
+        max_restart_delay: float = 30.0,
+    ) -> None:
+        self.factory = factory  # picklable by reference: a module-level function
+        self.config = config
+        self.ingestor = ingestor
+        self.metrics = metrics
+        self.on_stored = on_stored
+        self.count = count
+        self.stop_timeout = stop_timeout
+        self.max_restart_delay = max_restart_delay
+        self.listeners: list[Listener] = []
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def listen(self, name: str, listen: str, *, lmtp: bool) -> tuple[str, int]:
+        sock = listening_socket(listen)
+        self.listeners.append((name, lmtp, sock))
+        address = sock.getsockname()
+        return (address[0], address[1]) if isinstance(address, tuple) else (str(address), 0)
+
+    def start(self) -> None:
+        for index in range(self.count):
+            self._tasks.append(asyncio.create_task(self._keep_running(index)))
+
+    async def stop(self) -> None:
+        """Every child finishes its messages in flight and exits; then the sockets close."""
+        self._stopping.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for _name, _lmtp, sock in self.listeners:
+            sock.close()
+
+    async def _keep_running(self, index: int) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                code: int | None = await self._supervise(index)
+            except Exception:  # fault barrier: the listener must come back
+                logs.error("smtp_front.supervisor_crashed", index=index, exc_info=True)
+                code = None
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > 60:
+                delay = 0.5  # it had been running fine: this is a fresh failure
+            logs.error("smtp_front.exited", index=index, code=code, restart_in=delay)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(self.max_restart_delay, delay * 2)
+
+    async def _supervise(self, index: int) -> int:
+        proc, ours = await asyncio.to_thread(self._spawn)
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        serving = asyncio.create_task(self._serve(reader, writer))
+        stopping = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not serving.done():  # asked to stop: the child finishes its messages first
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(asyncio.shield(serving), self.stop_timeout)
+                except TimeoutError:
+                    logs.error("smtp_front.kill", pid=proc.pid, after=self.stop_timeout)
+                    proc.kill()
+                    await serving
+            code = await asyncio.to_thread(proc.wait)
+            logs.info("smtp_front.stopped", index=index, pid=proc.pid, code=code)
+            return code
+        finally:
+            stopping.cancel()
+            writer.close()
+            if proc.poll() is None:  # only when this task itself failed
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], socket.socket]:
+        ours, theirs = socket.socketpair()
+        fds = [theirs.fileno()] + [sock.fileno() for _n, _l, sock in self.listeners]
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", __name__, *(str(fd) for fd in fds)],
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()  # the child holds its own copy; ours would hide its death
+        fmt, level = logs.settings()
+        budget = self.config.inbound.max_inflight_bytes // self.count
+        specs = [(name, lmtp) for name, lmtp, _sock in self.listeners]
+        frames.send(ours, (self.factory, self.config, fmt, level, specs, budget))
+        ours.setblocking(False)
+        logs.info("smtp_front.started", pid=proc.pid)
+        return proc, ours
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Until the child's end closes; then until the transactions it asked for are done."""
+        pending: set[asyncio.Task[None]] = set()
+        while True:
+            try:
+                request_id, verb, arg = await frames.read(reader)
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                break  # the child is gone
+            if verb == "metric":
+                self.metrics.message(*arg)
+                continue
+            task = asyncio.create_task(self._answer(writer, request_id, arg))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        # Queued transactions still commit (their clients will send again and find them
+        # there: a duplicate); serve must not stop its writer before they are done.
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _answer(self, writer: asyncio.StreamWriter, request_id: int, prepared: Any) -> None:
+        try:
+            deliveries = await store_prepared(self.ingestor, prepared)
+            reply: tuple[Any, ...] = (request_id, "ok", deliveries)
+        except TempFailure as exc:
+            reply = (request_id, "tempfail", str(exc))
+        except Exception as exc:  # MailgateError included: the child answers 451
+            if not isinstance(exc, MailgateError):
+                logs.error("smtp_front.store_failed", exc_info=True)
+            reply = (request_id, "crashed", f"{type(exc).__name__}: {exc}")
+        if reply[1] == "ok":
+            self.on_stored()
+        if not writer.is_closing():
+            writer.write(frames.encode(reply))
+
+
+# -- the child ------------------------------------------------------------------------------
+
+
+class ServeLink:
+    """The child's requests to serve, many in flight at once, matched by id."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.ids = itertools.count(1)
+        self.waiting: dict[int, asyncio.Future[tuple[str, Any]]] = {}
+        self.closed = False
+
+    async def run(self) -> None:
+        """Reads answers until serve's end closes; then every waiting request fails."""
+        try:
+            while True:
+                request_id, status, value = await frames.read(self.reader)
+                future = self.waiting.pop(request_id, None)
+                if future is not None and not future.done():
+                    future.set_result((status, value))
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            pass
+        finally:
+            self.closed = True
+            for future in self.waiting.values():
+                if not future.done():
+                    future.set_exception(TempFailure("the serving process is gone"))
+            self.waiting.clear()
+
+    async def ingest(self, prepared: Any) -> list[Delivery]:
+        if self.closed:
+            raise TempFailure("the serving process is gone")
+        request_id = next(self.ids)
+        future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiting[request_id] = future
+        self.writer.write(frames.encode((request_id, "ingest", prepared)))
+        status, value = await future
+        if status == "ok":
+            return list(value)
+        if status == "tempfail":
+            raise TempFailure(value)
+        raise RuntimeError(f"the serving process could not store it: {value}")
+
+    def metric(self, channel: str, outcome: str, seconds: float | None) -> None:
+        if not self.closed:
+            self.writer.write(frames.encode((None, "metric", (channel, outcome, seconds))))
+
+
+class RelayedMetrics(Metrics):
+    """The SMTP handler's counts, added to serve's metrics (the child serves no /metrics)."""
+
+    def __init__(self, link: ServeLink) -> None:
+        super().__init__()
+        self.link = link
+
+    def message(self, channel: str, outcome: str, seconds: float | None = None) -> None:
+        self.link.metric(channel, outcome, seconds)
+
+
+async def remote_ingest(
+    ingestor: Ingestor, link: ServeLink, raw: bytes, envelope: Envelope
+) -> list[Delivery]:
+    """Prepare here; serve commits. A big mail crosses without its bytes (already a blob)."""
+    prepared = await asyncio.to_thread(ingestor.prepare, raw, envelope)
+    crash = prepared.crash
+    if crash is not None:  # what recover records, as text (an exception may not pickle)
+        prepared.crash = CrashElsewhere(type(crash).__name__, str(crash))
+    mail = prepared.mail
+    try:
+        if prepared.size > INLINE_RAW_BYTES:
+            prepared.raw = b""
+        deliveries = await link.ingest(prepared)
+    finally:
+        prepared.raw, prepared.mail = raw, mail
+    ingestor.accepted(prepared, deliveries)
+    return deliveries
+
+
+async def run_sessions(app: Any, control: socket.socket, sockets: list[socket.socket],
+                       specs: list[tuple[str, bool]], budget_bytes: int) -> int:  # fmt: skip
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="front"))
+    cfg = app.config
+    await asyncio.to_thread(app.parsers.start)
+    if app.ingestor.verifier is not None:
+        await asyncio.to_thread(app.ingestor.verifier.warm)
+    control.setblocking(False)
+    reader, writer = await asyncio.open_unix_connection(sock=control)
+    link = ServeLink(reader, writer)
+    linked = asyncio.create_task(link.run())
+    inflight, budget, metrics = InFlight(), DataBudget(budget_bytes), RelayedMetrics(link)
+    ingest = functools.partial(remote_ingest, app.ingestor, link)
+    servers = []
+    for (name, lmtp), sock in zip(specs, sockets, strict=True):
+        handler = (LmtpHandler if lmtp else InboundHandler)(
+            app.ingestor, name, inflight, None, metrics=metrics,
+            max_recipients=cfg.inbound.max_recipients, budget=budget, ingest=ingest,
+        )  # fmt: skip
+        servers.append(
+            await start_listener("", handler, lmtp=lmtp, hostname=cfg.mailgate.hostname,
+                                 max_bytes=cfg.inbound.max_message_bytes, sock=sock)
+        )  # fmt: skip
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({stopping, linked}, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:
+        server.close()  # this process stops accepting; its siblings go on
+    await inflight.idle.wait()  # answered, by serve or with 451 once it is gone
+    await asyncio.to_thread(app.parsers.stop)
+    stopping.cancel()
+    writer.close()
+    app.db.dispose()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    control = socket.socket(fileno=int(argv[0]))
+    sockets = [socket.socket(fileno=int(fd)) for fd in argv[1:]]
+    try:
+        factory, config, log_format, log_level, specs, budget = frames.receive(control)
+    except EOFError:
+        return 1  # serve went away before the start
+    logs.setup(log_format, log_level)
+    app = factory(config)
+    return asyncio.run(run_sessions(app, control, sockets, specs, budget))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
