@@ -761,7 +761,8 @@ def run_mailgate(
             ("database", "url"): url,
             ("inbound", "smtp_listen"): f"127.0.0.1:{port}",
             ("inbound", "lmtp_listen"): "",
-            ("inbound", "smtp_processes"): args.smtp_processes,
+            **({("inbound", "smtp_processes"): args.smtp_processes}
+               if args.smtp_processes is not None else {}),
             ("addresses", "support"): SUPPORT,
             ("outbound", "transport"): f"smtp://127.0.0.1:{sink.port}",
             # The anti-backscatter cap on mail to new addresses (200/h by default) would hold
@@ -940,8 +941,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--smtp-processes",
         type=int,
-        default=0,
-        help="[inbound] smtp_processes: SMTP sessions in this many child processes of serve",
+        help="[inbound] smtp_processes (default: config/mailgate.toml's): 0 runs the SMTP "
+        "sessions in serve itself",
     )
     parser.add_argument(
         "--databases",

@@ -74,8 +74,8 @@ class InboundSection:
     parse_timeout_seconds: float = 30.0
     parse_workers: int = 2
     # SMTP/LMTP sessions in this many child processes of `serve` (0: in serve itself); serve
-    # keeps the one database writer. Lets the writer have serve's GIL to itself under load.
-    smtp_processes: int = 0
+    # keeps the one database writer, which then has serve's GIL to itself under load.
+    smtp_processes: int = 1
     max_recipients: int = 100  # RCPT per transaction; more get 452 (RFC 5321 4.5.3.1.8)
     # Message bytes all DATA transactions in flight may hold; a new DATA beyond it gets 452.
     max_inflight_bytes: int = 268435456

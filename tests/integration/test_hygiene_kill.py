@@ -120,13 +120,34 @@ class Clients:
 def test_kill_9_under_load_loses_and_duplicates_nothing(
     tmp_path: Path, database_url: str, sink: SmtpSink
 ):
+    kill_9_under_load(tmp_path, database_url, sink, smtp_processes=0)
+
+
+def test_kill_9_with_smtp_fronts_loses_and_duplicates_nothing(tmp_path: Path, sink: SmtpSink):
+    """The default: sessions in a child process of serve, which dies with it (its control
+    socket ends) and lets go of the port for the restart."""
+    database_url = f"sqlite:///{tmp_path / 'fronts.db'}"
+    kill_9_under_load(tmp_path, database_url, sink, smtp_processes=1, messages=200, kills=3)
+
+
+def kill_9_under_load(
+    tmp_path: Path,
+    database_url: str,
+    sink: SmtpSink,
+    *,
+    smtp_processes: int,
+    messages: int = MESSAGES,
+    kills: int = KILLS,
+) -> None:
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     port = free_port()
     config = write_config(tmp_path, database_url=database_url, sink_port=sink.port)
-    set_inbound(config, smtp_listen=f"127.0.0.1:{port}", lmtp_listen="")
+    set_inbound(
+        config, smtp_listen=f"127.0.0.1:{port}", lmtp_listen="", smtp_processes=smtp_processes
+    )
     mails = {}
-    for i in range(MESSAGES):
+    for i in range(messages):
         mid = f"{uuid.uuid4().hex}@client.example"
         msg = make_mail(sender=f"Client {i} <client{i}@client.example>", subject=f"Panne {i}",
                         message_id=f"<{mid}>")
@@ -135,21 +156,21 @@ def test_kill_9_under_load_loses_and_duplicates_nothing(
     server.start()
     clients = Clients(port, mails)
     clients.start()
-    kills = []
-    for _ in range(KILLS):
+    killed_at: list[int] = []
+    for _ in range(kills):
         # Kill once a random number more of the messages were acknowledged: the other
         # connections are then anywhere in their transactions.
-        target = min(MESSAGES - 1, len(clients.acked) + rng.randint(10, 80))
+        target = min(messages - 1, len(clients.acked) + rng.randint(10, 80))
         clients.wait_acked(target)
         clients.up.clear()
         server.kill()
-        kills.append(len(clients.acked))
+        killed_at.append(len(clients.acked))
         server.start()
         clients.up.set()
-    clients.wait_acked(MESSAGES, timeout=120)
+    clients.wait_acked(messages, timeout=120)
     server.kill()
 
-    where = f"(seed {seed}, killed after {kills} acknowledgements)"
+    where = f"(seed {seed}, killed after {killed_at} acknowledgements)"
     db = Database(database_url)
     try:
         with db.read() as session:
@@ -160,7 +181,7 @@ def test_kill_9_under_load_loses_and_duplicates_nothing(
             )
         assert set(stored) == set(mails), f"messages lost {where}"
         assert set(stored.values()) == {1}, f"messages stored twice {where}"
-        assert count(db, Ticket) == MESSAGES and count(db, Receipt) == MESSAGES, where
+        assert count(db, Ticket) == messages and count(db, Receipt) == messages, where
         confirmations = [o.ticket_id for o in rows(db, Outbox, Outbox.kind == "confirmation")]
         assert sorted(confirmations) == sorted(t.id for t in rows(db, Ticket)), where
     finally:

@@ -315,6 +315,7 @@ url = "sqlite:///{folder / 'mailgate.db'}"
 [inbound]
 smtp_listen = "127.0.0.1:{smtp_port}"
 lmtp_listen = ""
+smtp_processes = 0
 
 [addresses]
 support = "{support}"

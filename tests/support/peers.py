@@ -139,6 +139,9 @@ url = "{database_url}"
 
 [inbound]
 smtp_listen = "127.0.0.1:0"
+# Sessions in serve itself: a child process per serve would add a second or so to every test
+# that starts one. tests/integration/test_smtp_fronts.py runs the default (child processes).
+smtp_processes = 0
 lmtp_listen = "127.0.0.1:0"
 max_message_bytes = 200000
 
