@@ -50,6 +50,7 @@ VENV_PY = ROOT / ".venv" / "bin" / "python"
 SUPPORT = "support@example.com"
 GOAL_RATIO = 0.25  # issue 11: sustained mailgate >= 0.25 x bare aiosmtpd, same run
 GOAL_P99_MS = 50.0  # p99 end-of-DATA -> 250 at the offered rate
+KEPT_UP = 0.97  # paced: the rate reached, as a share of the offered one, for the p99 to count
 WARMUP = 20  # messages sent to each server before measuring (imports, template compilation)
 MAILS_PER_MESSAGE = 2  # a first contact owes a confirmation and an activation mail
 DRAINING_SHARE = 0.9  # paced: this share of the outbound at the sink when the load ends
@@ -918,8 +919,13 @@ def report_targets(bare_tp: Result, runs: list[MailgateRun], args: argparse.Name
                 f"{paced.at_end_of_load} of {paced.expected} mails ({share:.0f}%) at the sink "
                 f"during the load, backlog at its end {paced.backlog} rows"
             )
+            # The p99 counts only if the load was really offered: a server that falls behind
+            # throttles the client (8 connections), and the latency of what it did answer then
+            # hides the wait. Kept up: the 250s came back at >= KEPT_UP of the offered rate.
+            kept_up = r.rate >= KEPT_UP * args.rate
             print(
-                f"  p99 < {GOAL_P99_MS:g} ms at {args.rate:g}/s: {verdict(p99 < GOAL_P99_MS)}; "
+                f"  p99 < {GOAL_P99_MS:g} ms at {args.rate:g}/s (and kept up: >= "
+                f"{100 * KEPT_UP:.0f}% of it): {verdict(p99 < GOAL_P99_MS and kept_up)}; "
                 f"outbound draining during the load (>= {100 * DRAINING_SHARE:.0f}% of its "
                 f"mails at the sink when it ended): {verdict(draining)}"
             )
