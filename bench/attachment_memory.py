@@ -8,7 +8,7 @@ a subprocess, the same way bench/ingest_bench.py does, warms it up with a few sm
 waits until the tree has settled: the warm mails' confirmations and activations are in the
 maildir (so the sender's child process has finished starting: it imports the application,
 ~100 MiB, for seconds after serve listens) and no process's RSS moved by more than 1 MiB for
---settle seconds. Without that wait the sender child's start-up was counted as growth caused
+--settle seconds. Without that wait the child processes' start-up was counted as growth caused
 by the mail (70 of 145 MiB on a loaded machine). Then:
   1. sends one mail carrying a --size attachment of random bytes (25 MB: ~34 MB on the wire,
      base64), and
@@ -108,7 +108,12 @@ def _role(pid: int, parent_role: str) -> str:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return "?"
-    for needle, role in ((b"forkserver", "forkserver"), (b"resource_tracker", "tracker")):
+    for needle, role in (
+        (b"forkserver", "forkserver"),
+        (b"resource_tracker", "tracker"),
+        (b"smtp.front", "smtp-front"),
+        (b"sender_process", "sender"),
+    ):
         if needle in cmd:
             return role
     return "child"
@@ -376,7 +381,8 @@ def show(r: Run, budget: int, bound: int) -> bool:
     print(
         f"  highest per process: serve {_mib(highest.get('serve', 0))} MiB (baseline "
         f"{_mib(serve)}), parse worker {_mib(highest.get('parse-worker', 0))} MiB "
-        f"({workers} worker processes seen), sender child {_mib(highest.get('child', 0))} MiB"
+        f"({workers} worker processes seen), SMTP front {_mib(highest.get('smtp-front', 0))} MiB, "
+        f"sender {_mib(highest.get('sender', 0))} MiB"
     )
     if r.mails == 1:
         ok = growth <= 3 * r.wire
