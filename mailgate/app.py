@@ -421,7 +421,7 @@ async def serve(
             address=f"{app.listeners[name][0]}:{app.listeners[name][1]}",
         )
     if fronts is not None:
-        fronts.start()
+        await fronts.start()  # ready once each front accepts
     postfix_map = PostfixMap(lambda address: app.ingestor.addresses.resolve(address) is not None)
     if cfg.inbound.postfix_map_listen:  # Postfix asks it which recipients are ours
         map_server = await postfix_map.start(cfg.inbound.postfix_map_listen)

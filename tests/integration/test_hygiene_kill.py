@@ -154,21 +154,23 @@ def kill_9_under_load(
         mails[mid] = crlf(msg.as_bytes())
     server = Server(config, port, tmp_path / "serve.log")
     server.start()
-    clients = Clients(port, mails)
-    clients.start()
     killed_at: list[int] = []
-    for _ in range(kills):
-        # Kill once a random number more of the messages were acknowledged: the other
-        # connections are then anywhere in their transactions.
-        target = min(messages - 1, len(clients.acked) + rng.randint(10, 80))
-        clients.wait_acked(target)
-        clients.up.clear()
-        server.kill()
-        killed_at.append(len(clients.acked))
-        server.start()
-        clients.up.set()
-    clients.wait_acked(messages, timeout=120)
-    server.kill()
+    try:
+        clients = Clients(port, mails)
+        clients.start()
+        for _ in range(kills):
+            # Kill once a random number more of the messages were acknowledged: the other
+            # connections are then anywhere in their transactions.
+            target = min(messages - 1, len(clients.acked) + rng.randint(10, 80))
+            clients.wait_acked(target)
+            clients.up.clear()
+            server.kill()
+            killed_at.append(len(clients.acked))
+            server.start()
+            clients.up.set()
+        clients.wait_acked(messages, timeout=120)
+    finally:
+        server.kill()  # never left running, even when the test fails
 
     where = f"(seed {seed}, killed after {killed_at} acknowledgements)"
     db = Database(database_url)

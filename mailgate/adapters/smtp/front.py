@@ -14,9 +14,9 @@ everything before the transaction.
   Prepared message over CONTROL. serve runs its transaction in the group commit and answers
   when it is committed (or failed); only then does the child say 250. Nothing durable happens
   in a child: a 250 still means committed, by serve's writer.
-- CONTROL frames (frames.py), child -> serve: (id, "ingest", Prepared) and (None, "metric",
-  (channel, outcome, seconds)); serve -> child: (id, "ok", deliveries), (id, "tempfail",
-  text) or (id, "crashed", text).
+- CONTROL frames (frames.py), child -> serve: (id, "ingest", Prepared), (None, "metric",
+  (channel, outcome, seconds)) and (None, "ready", None) once it accepts; serve -> child:
+  (id, "ok", deliveries), (id, "tempfail", text) or (id, "crashed", text).
 - Stopping: serve sends SIGTERM; a child stops accepting, finishes the DATA in flight (serve
   still answers them), stops its parse workers and exits; serve stops its writer after. When
   serve is gone (even killed), CONTROL ends: every message in flight is answered 451 and the
@@ -101,6 +101,7 @@ class SmtpFronts:
         self.listeners: list[Listener] = []
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._ready: list[asyncio.Event] = []
 
     def listen(self, name: str, listen: str, *, lmtp: bool) -> tuple[str, int]:
         sock = listening_socket(listen)
@@ -108,9 +109,17 @@ class SmtpFronts:
         address = sock.getsockname()
         return (address[0], address[1]) if isinstance(address, tuple) else (str(address), 0)
 
-    def start(self) -> None:
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start every child; return once each accepts on the sockets (so serve says it is
+        ready only then), or after `timeout` (a child that could not start is retried)."""
+        self._ready = [asyncio.Event() for _ in range(self.count)]
         for index in range(self.count):
             self._tasks.append(asyncio.create_task(self._keep_running(index)))
+        waiting = asyncio.gather(*(ready.wait() for ready in self._ready))
+        try:
+            await asyncio.wait_for(waiting, timeout)
+        except TimeoutError:
+            logs.warning("smtp_front.slow_start", after=timeout)
 
     async def stop(self) -> None:
         """Every child finishes its messages in flight and exits; then the sockets close."""
@@ -142,7 +151,7 @@ class SmtpFronts:
     async def _supervise(self, index: int) -> int:
         proc, ours = await asyncio.to_thread(self._spawn)
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        serving = asyncio.create_task(self._serve(reader, writer))
+        serving = asyncio.create_task(self._serve(reader, writer, self._ready[index]))
         stopping = asyncio.create_task(self._stopping.wait())
         try:
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -183,7 +192,9 @@ class SmtpFronts:
         logs.info("smtp_front.started", pid=proc.pid)
         return proc, ours
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ready: asyncio.Event
+    ) -> None:
         """Until the child's end closes; then until the transactions it asked for are done."""
         pending: set[asyncio.Task[None]] = set()
         while True:
@@ -193,6 +204,9 @@ class SmtpFronts:
                 break  # the child is gone
             if verb == "metric":
                 self.metrics.message(*arg)
+                continue
+            if verb == "ready":  # it accepts on the sockets
+                ready.set()
                 continue
             task = asyncio.create_task(self._answer(writer, request_id, arg))
             pending.add(task)
@@ -323,6 +337,7 @@ async def run_sessions(app: Any, control: socket.socket, sockets: list[socket.so
             await start_listener("", handler, lmtp=lmtp, hostname=cfg.mailgate.hostname,
                                  max_bytes=cfg.inbound.max_message_bytes, sock=sock)
         )  # fmt: skip
+    writer.write(frames.encode((None, "ready", None)))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({stopping, linked}, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
