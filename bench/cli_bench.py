@@ -128,7 +128,9 @@ def start_serve(run: Runner, socket_path: Path, log: Path) -> subprocess.Popen[b
             cwd=run.config.parent,
         )
     deadline = time.monotonic() + 60
-    while not socket_path.exists():  # serve creates the socket once it listens
+    # The socket exists as soon as serve opened it; it answers once serve logged it is ready
+    # (its SMTP front, the process that accepts, is up).
+    while not (socket_path.exists() and b"event=serve.ready" in log.read_bytes()):
         if proc.poll() is not None or time.monotonic() > deadline:
             sys.exit(f"serve did not start: {log.read_text()[-2000:]}")
         time.sleep(0.05)
