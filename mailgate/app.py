@@ -420,7 +420,7 @@ async def serve(
             name=name,
             address=f"{app.listeners[name][0]}:{app.listeners[name][1]}",
         )
-    if fronts is not None:
+    if fronts is not None and fronts.listeners:
         await fronts.start()  # ready once each front accepts
     postfix_map = PostfixMap(lambda address: app.ingestor.addresses.resolve(address) is not None)
     if cfg.inbound.postfix_map_listen:  # Postfix asks it which recipients are ours
@@ -494,7 +494,7 @@ async def serve(
         await http.stop()
     for server in servers:
         server.close()  # stop accepting; sessions in DATA finish below
-    if fronts is not None:
+    if fronts is not None and fronts.listeners:
         await fronts.stop()  # each finishes its DATA in flight: serve still commits them
     await postfix_map.stop()
     await inflight.idle.wait()

@@ -50,12 +50,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def send(port: int, i: int, *, lmtp: bool = False, body: str = "") -> str:
+def send(port: int | str, i: int, *, lmtp: bool = False, body: str = "") -> str:
     raw = crlf(make_mail(sender=f"Client {i} <front{i}@client.example>", subject=f"Panne {i}",
                          message_id=f"<front-{i}@client.example>",
                          **({"body": body} if body else {})).as_bytes())  # fmt: skip
-    if lmtp:
-        with smtplib.LMTP("127.0.0.1", port, timeout=30) as client:
+    if lmtp:  # on a unix socket: `port` is its path
+        with smtplib.LMTP(str(port), timeout=30) as client:
             client.sendmail(f"front{i}@client.example", [SUPPORT], raw)
             return client.noop()[1].decode()
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
@@ -71,14 +71,15 @@ def test_sessions_in_fronts_store_every_message_once_in_serve(
     tmp_path: Path, database_url: str, sink: SmtpSink
 ):
     config = write_config(tmp_path, database_url=database_url, sink_port=sink.port)
-    set_inbound(config, smtp_processes=2)
+    lmtp = tmp_path / "lmtp.sock"  # as Postfix reaches it: lmtp:unix:...
+    set_inbound(config, smtp_processes=2, lmtp_listen=f"unix:{lmtp}")
     mg = Mailgate(config)  # no test clock: fronts and sender in processes of their own
     try:
         fronts = fronts_of(os.getpid())
         assert len(fronts) == 2, "serve started two SMTP fronts"
         with ThreadPoolExecutor(8) as pool:
             replies = list(pool.map(lambda i: send(mg.smtp_port, i), range(40)))
-            list(pool.map(lambda i: send(mg.lmtp_port, i, lmtp=True), range(40, 49)))
+            list(pool.map(lambda i: send(str(lmtp), i, lmtp=True), range(40, 49)))
         # Over INLINE_RAW_BYTES: a blob already, it crosses to serve without its bytes.
         big = send(mg.smtp_port, 49, body="Le journal joint.\n" + "ligne de journal\n" * 6000)
         assert big.startswith("2.0.0 Stored (ticket ")

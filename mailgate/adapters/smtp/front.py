@@ -65,11 +65,11 @@ def listening_socket(listen: str) -> socket.socket:
         sock.bind(path)
     else:
         host, _, port = listen.rpartition(":")
-        host = host.strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, int(port)))
+        # A name resolves as asyncio's create_server would; "" or "0.0.0.0": every address.
+        family, _, _, _, address = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.create_server(address, family=family, backlog=512)
     sock.listen(512)
     sock.setblocking(False)
     return sock
