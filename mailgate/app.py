@@ -366,8 +366,8 @@ async def serve(
     if install_signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    # Each SMTP session waiting on its commit holds a worker thread; the default pool (cores+4)
-    # would cap group-commit batches and queue the sender behind ingests.
+    # A session preparing a message holds a worker thread (the parse hand-off, sender checks);
+    # IMAP pollers and the sender's requests use them too: more than the default (cores+4).
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="mailgate"))
     await asyncio.to_thread(app.db.upgrade)
     app.committer.start()

@@ -452,6 +452,13 @@ def _validate(cfg: Config) -> None:
             "inbound.max_inflight_bytes: must be at least inbound.max_message_bytes, or no "
             "message of the largest allowed size could ever be received"
         )
+    fronts = max(1, cfg.inbound.smtp_processes)
+    if cfg.inbound.max_inflight_bytes // fronts < cfg.inbound.max_message_bytes:
+        raise ConfigError(
+            f"inbound.max_inflight_bytes: each of the {fronts} smtp_processes gets a "
+            f"{fronts}th of it, which must be at least inbound.max_message_bytes (else a mail "
+            "of that size, or one that does not announce its size, is always refused)"
+        )
     if cfg.outbound.first_contact_per_hour < 1:
         raise ConfigError("outbound.first_contact_per_hour: must be at least 1")
     if cfg.outbound.agent_notifications_per_hour < 1:

@@ -80,6 +80,9 @@ class CrashElsewhere(Exception):
         super().__init__(text)
         self.kind = kind
 
+    def __reduce__(self) -> tuple[type[CrashElsewhere], tuple[str, str]]:
+        return CrashElsewhere, (self.kind, str(self))  # it crosses between processes
+
 
 @dataclass
 class Prepared:

@@ -80,6 +80,9 @@ def test_unknown_keys_are_refused_by_name(tmp_path: Path, toml: str, key: str):
         ('[security]\ndns_resolver = "8.8.8.8"\n', "security.dns_resolver"),
         ("[inbound]\nmax_recipients = 0\n", "inbound.max_recipients"),
         ("[inbound]\nmax_inflight_bytes = 2048\n", "inbound.max_inflight_bytes"),
+        # Each SMTP front gets its share: 7 x 40 MiB is more than the 256 MiB default.
+        ("[inbound]\nsmtp_processes = 7\n", "inbound.max_inflight_bytes"),
+        ("[inbound]\nsmtp_processes = 33\n", "inbound.smtp_processes"),
         ("[outbound]\nfirst_contact_per_hour = 0\n", "outbound.first_contact_per_hour"),
     ],
 )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import IO, Any
@@ -432,7 +433,10 @@ async def start_listener(
         )
 
     if sock is not None and sock.family == socket.AF_UNIX:
-        return await loop.create_unix_server(factory, sock=sock)
+        # The socket file is serve's: a front that stops must not remove it (Python 3.13's
+        # servers do, unless told), or Postfix loses the path while serve restarts the front.
+        keep = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
+        return await loop.create_unix_server(factory, sock=sock, **keep)
     if sock is not None:
         return await loop.create_server(factory, sock=sock)
     if listen.startswith("unix:"):

@@ -53,26 +53,43 @@ from mailgate.errors import MailgateError, TempFailure
 from mailgate.metrics import Metrics
 from mailgate.services.ingest import INLINE_RAW_BYTES, CrashElsewhere, Delivery, Envelope, Ingestor
 
+BIG_FRAME = 8 << 20  # bytes; see ServeLink.ingest
 Listener = tuple[str, bool, socket.socket]  # name ("smtp", "lmtp"), LMTP?, listening socket
 
 
-def listening_socket(listen: str) -> socket.socket:
-    """Bound and listening: "host:port" (port 0: any free one) or "unix:/path"."""
+def listening_sockets(listen: str) -> list[socket.socket]:
+    """Bound and listening, as asyncio's create_server would bind them: "unix:/path", or
+    "host:port" with a socket per address the host resolves to ("": every IPv4 and IPv6
+    address); port 0: any free one, the same for all of them."""
     if listen.startswith("unix:"):
         path = listen[len("unix:") :]
         Path(path).unlink(missing_ok=True)  # a stale socket file from a previous run
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
-    else:
-        host, _, port = listen.rpartition(":")
-        # A name resolves as asyncio's create_server would; "" or "0.0.0.0": every address.
-        family, _, _, _, address = socket.getaddrinfo(
-            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.create_server(address, family=family, backlog=512)
-    sock.listen(512)
-    sock.setblocking(False)
-    return sock
+        sock.listen(512)
+        sock.setblocking(False)
+        return [sock]
+    host, _, port_text = listen.rpartition(":")
+    port = int(port_text)
+    found = socket.getaddrinfo(
+        host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    try:
+        for family, _type, _proto, _name, address in dict.fromkeys(
+            (f, t, p, n, a) for f, t, p, n, a in found
+        ):
+            if port == 0 and sockets:  # the first one's free port, for every address
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            # IPv6 sockets only take IPv6 (IPV6_V6ONLY): IPv4 gets its own, as in asyncio.
+            sock = socket.create_server(address, family=family, backlog=512)
+            sock.setblocking(False)
+            sockets.append(sock)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 class SmtpFronts:
@@ -104,9 +121,10 @@ class SmtpFronts:
         self._ready: list[asyncio.Event] = []
 
     def listen(self, name: str, listen: str, *, lmtp: bool) -> tuple[str, int]:
-        sock = listening_socket(listen)
-        self.listeners.append((name, lmtp, sock))
-        address = sock.getsockname()
+        """Open the sockets of one listener; its first address, as /healthz shows it."""
+        sockets = listening_sockets(listen)
+        self.listeners += [(name, lmtp, sock) for sock in sockets]
+        address = sockets[0].getsockname()
         return (address[0], address[1]) if isinstance(address, tuple) else (str(address), 0)
 
     async def start(self, timeout: float = 60.0) -> None:
@@ -150,10 +168,11 @@ class SmtpFronts:
 
     async def _supervise(self, index: int) -> int:
         proc, ours = await asyncio.to_thread(self._spawn)
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
-        serving = asyncio.create_task(self._serve(reader, writer, self._ready[index]))
+        writer: asyncio.StreamWriter | None = None
         stopping = asyncio.create_task(self._stopping.wait())
         try:
+            reader, writer = await asyncio.open_unix_connection(sock=ours)
+            serving = asyncio.create_task(self._serve(reader, writer, self._ready[index]))
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not serving.done():  # asked to stop: the child finishes its messages first
                 proc.send_signal(signal.SIGTERM)
@@ -163,12 +182,21 @@ class SmtpFronts:
                     logs.error("smtp_front.kill", pid=proc.pid, after=self.stop_timeout)
                     proc.kill()
                     await serving
+            else:  # its control link ended: it exits, or is made to (it must not live on)
+                try:
+                    await asyncio.to_thread(proc.wait, 5)
+                except subprocess.TimeoutExpired:
+                    logs.error("smtp_front.kill", pid=proc.pid, reason="control link ended")
+                    proc.kill()
             code = await asyncio.to_thread(proc.wait)
             logs.info("smtp_front.stopped", index=index, pid=proc.pid, code=code)
             return code
         finally:
             stopping.cancel()
-            writer.close()
+            if writer is not None:
+                writer.close()
+            else:
+                ours.close()
             if proc.poll() is None:  # only when this task itself failed
                 proc.kill()
                 await asyncio.to_thread(proc.wait)
@@ -187,7 +215,13 @@ class SmtpFronts:
         fmt, level = logs.settings()
         budget = self.config.inbound.max_inflight_bytes // self.count
         specs = [(name, lmtp) for name, lmtp, _sock in self.listeners]
-        frames.send(ours, (self.factory, self.config, fmt, level, specs, budget))
+        try:
+            frames.send(ours, (self.factory, self.config, fmt, level, specs, budget))
+        except OSError:  # it died at once: reaped here, restarted by _keep_running
+            proc.kill()
+            proc.wait()
+            ours.close()
+            raise
         ours.setblocking(False)
         logs.info("smtp_front.started", pid=proc.pid)
         return proc, ours
@@ -202,6 +236,9 @@ class SmtpFronts:
                 request_id, verb, arg = await frames.read(reader)
             except (asyncio.IncompleteReadError, ConnectionResetError):
                 break  # the child is gone
+            except Exception:  # a frame we cannot read: stop listening; the child is ended
+                logs.error("smtp_front.bad_frame", exc_info=True)
+                break
             if verb == "metric":
                 self.metrics.message(*arg)
                 continue
@@ -242,7 +279,9 @@ class ServeLink:
         self.writer = writer
         self.ids = itertools.count(1)
         self.waiting: dict[int, asyncio.Future[tuple[str, Any]]] = {}
-        self.closed = False
+        self.closed = False  # serve's end closed
+        self.closing = False  # this front stops: no new message
+        self.big = asyncio.Semaphore(1)
 
     async def run(self) -> None:
         """Reads answers until serve's end closes; then every waiting request fails."""
@@ -262,12 +301,24 @@ class ServeLink:
             self.waiting.clear()
 
     async def ingest(self, prepared: Any) -> list[Delivery]:
+        if self.closed or self.closing:
+            raise TempFailure("the serving process is gone" if self.closed else "stopping")
+        request_id = next(self.ids)
+        frame = frames.encode((request_id, "ingest", prepared))
+        if len(frame) > BIG_FRAME:
+            # A huge text or HTML body crosses whole (attachments never do: they are blobs),
+            # and serve holds about three times a frame while it reads it: one at a time.
+            async with self.big:
+                return await self._ask(request_id, frame)
+        return await self._ask(request_id, frame)
+
+    async def _ask(self, request_id: int, frame: bytes) -> list[Delivery]:
         if self.closed:
             raise TempFailure("the serving process is gone")
-        request_id = next(self.ids)
         future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         self.waiting[request_id] = future
-        self.writer.write(frames.encode((request_id, "ingest", prepared)))
+        self.writer.write(frame)
+        del frame
         status, value = await future
         if status == "ok":
             return list(value)
@@ -342,7 +393,9 @@ async def run_sessions(app: Any, control: socket.socket, sockets: list[socket.so
     await asyncio.wait({stopping, linked}, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.close()  # this process stops accepting; its siblings go on
-    await inflight.idle.wait()  # answered, by serve or with 451 once it is gone
+    while inflight.count:  # answered, by serve or with 451 once it is gone
+        await inflight.idle.wait()
+    link.closing = True  # a session still open gets 451 for its next message
     await asyncio.to_thread(app.parsers.stop)
     stopping.cancel()
     writer.close()
