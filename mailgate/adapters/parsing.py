@@ -26,6 +26,7 @@ import hashlib
 import mmap
 import multiprocessing
 import queue
+import signal
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -99,6 +100,11 @@ def _close(raw: Raw) -> None:
 
 def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
     """The worker's loop: raw bytes in, ("ok", InboundMail) or an error out, until EOF."""
+    # Stopping is the parent's job: it finishes the parses in flight, then closes the pipe.
+    # systemd's SIGTERM to every process of the unit (or Ctrl-C's SIGINT to the terminal's
+    # process group) would otherwise kill a parse midway, counted as that mail's crash.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn.send(("ready", None))
     while True:
         raw: Raw

@@ -10,9 +10,11 @@ import dataclasses
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +24,7 @@ from mailgate.store.blobs import BlobStore
 from tests.conftest import make_mail
 from tests.support.bigmail import payload, sha256, with_attachments
 from tests.support.hygiene import crlf
+from tests.support.peers import wait_until
 
 MAIL = crlf(make_mail(subject="Bonjour").as_bytes())
 
@@ -34,6 +37,18 @@ def hang_on_request(raw: bytes) -> InboundMail:
         raise KeyError("an unexpected bug")
     if b"DIE" in raw:
         os._exit(1)  # the worker dies mid-parse
+    return parse_mail(raw)
+
+
+def wait_on_request(raw: bytes) -> InboundMail:
+    """A parser that, on `PAUSE:<folder>`, says it started (a file) and waits for the test's
+    go-ahead (it opens a FIFO, which blocks until the test opens it too)."""
+    found = re.search(rb"PAUSE:(\S+)", raw)
+    if found:
+        folder = Path(found.group(1).decode())
+        (folder / "started").touch()
+        with open(folder / "go", "rb") as go:
+            go.read()
     return parse_mail(raw)
 
 
@@ -107,6 +122,38 @@ def test_workers_that_died_while_idle_are_replaced_without_failing_a_mail(
         process.join(10)
     assert [workers(MAIL).subject for _ in range(4)] == ["Bonjour"] * 4
     assert len(_worker_pids() - dead) >= 1
+
+
+def test_a_stop_signal_to_the_whole_service_lets_the_parses_in_flight_finish(tmp_path):
+    """systemd stops a unit with SIGTERM to every process in it (Ctrl-C: SIGINT to the
+    terminal's process group). Stopping is the parent's job (it finishes what is in flight,
+    then closes the pipe): a worker mid-parse must not die of it, or the mail counts a crash
+    (three stops at the wrong moment would quarantine it)."""
+    os.mkfifo(tmp_path / "go")
+    pool = ParseWorkers(workers=1, timeout=60.0, parse=wait_on_request)
+    pool.start()
+    try:
+        results: list[object] = []
+        mail = crlf(make_mail(subject="Bonjour", body=f"PAUSE:{tmp_path}\n").as_bytes())
+        parsing = threading.Thread(target=lambda: results.append(_outcome(pool, mail)))
+        parsing.start()
+        wait_until(lambda: (tmp_path / "started").exists(), 30, "the parse to start")
+        for pid in _worker_pids():
+            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGINT)
+        with open(tmp_path / "go", "wb"):
+            pass  # the go-ahead: the parse finishes
+        parsing.join(30)
+        assert [getattr(r, "subject", r) for r in results] == ["Bonjour"]
+    finally:
+        pool.stop()
+
+
+def _outcome(pool: ParseWorkers, raw: bytes) -> object:
+    try:
+        return pool(raw)
+    except Exception as exc:
+        return exc
 
 
 # -- issue 11: big attachments -------------------------------------------------------------
