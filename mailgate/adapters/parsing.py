@@ -100,16 +100,25 @@ def _close(raw: Raw) -> None:
 
 def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
     """The worker's loop: raw bytes in, ("ok", InboundMail) or an error out, until EOF."""
-    # Stopping is the parent's job: it finishes the parses in flight, then closes the pipe.
-    # systemd's SIGTERM to every process of the unit (or Ctrl-C's SIGINT to the terminal's
-    # process group) would otherwise kill a parse midway, counted as that mail's crash.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A stop signal (systemd's SIGTERM to every process of the unit, Ctrl-C's SIGINT to the
+    # terminal's process group) ends an idle worker at once, and a busy one after the parse
+    # in hand: killed midway, that mail would count a crash (quarantined at the third).
+    busy, stop = False, False
+
+    def on_stop(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+        if not busy:
+            raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     conn.send(("ready", None))
-    while True:
+    while not stop:
         raw: Raw
         try:
             tag = conn.recv_bytes()
+            busy = True
             if tag.startswith(BY_BLOB) and blobs is not None:
                 raw = _open_stored(blobs, tag[len(BY_BLOB) :].decode("ascii"))
             else:
@@ -129,6 +138,7 @@ def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
             _close(raw)
         del raw
         conn.send(reply)
+        busy = False
 
 
 class _Worker:
