@@ -8,10 +8,7 @@ from __future__ import annotations
 import os
 import queue
 import random
-import signal
 import smtplib
-import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -24,43 +21,13 @@ from mailgate.store.db import Database
 from mailgate.store.models import Message, Outbox, Receipt, Ticket
 from tests.conftest import make_mail
 from tests.support.hygiene import SUPPORT, count, crlf, rows, set_inbound
-from tests.support.peers import ROOT, SmtpSink, free_port, wait_until, write_config
+from tests.support.peers import ServeProcess, SmtpSink, free_port, write_config
 
 pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
 
 MESSAGES = 500
 CLIENTS = 4
 KILLS = 5
-
-
-class Server:
-    """`mailgate serve` as a child process, as systemd would run it."""
-
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.config, self.port, self.log = config, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailgate", "--config", str(self.config), "serve"],
-                stdout=log, stderr=log, env=env, cwd=ROOT,
-            )
-        wait_until(self._greets, 60, "mailgate serve to listen")
-
-    def _greets(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-        try:
-            with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as s:
-                return s.noop()[0] == 250
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
 
 
 class Clients:
@@ -152,7 +119,7 @@ def kill_9_under_load(
         msg = make_mail(sender=f"Client {i} <client{i}@client.example>", subject=f"Panne {i}",
                         message_id=f"<{mid}>")
         mails[mid] = crlf(msg.as_bytes())
-    server = Server(config, port, tmp_path / "serve.log")
+    server = ServeProcess(config, port, tmp_path / "serve.log")
     server.start()
     killed_at: list[int] = []
     try:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +17,14 @@ from mailgate.store.db import Database
 from mailgate.store.models import Ticket
 from tests.conftest import make_mail
 from tests.support.hygiene import SUPPORT, count, crlf, set_inbound
-from tests.support.peers import ROOT, Mailgate, SmtpSink, free_port, wait_until, write_config
+from tests.support.peers import (
+    Mailgate,
+    ServeProcess,
+    SmtpSink,
+    free_port,
+    wait_until,
+    write_config,
+)
 
 pytestmark = pytest.mark.postgres  # the transaction runs in serve: both databases
 
@@ -108,31 +113,6 @@ def test_sessions_in_fronts_store_every_message_once_in_serve(
     assert not [pid for pid in fronts if alive(pid)], "the fronts stopped with serve"
 
 
-class Serve:
-    """`mailgate serve` as a child process, as systemd runs it."""
-
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.config, self.port, self.log = config, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailgate", "--config", str(self.config), "serve"],
-                stdout=log, stderr=log, env=env, cwd=ROOT,
-            )  # fmt: skip
-        wait_until(self.greets, 60, "mailgate serve to listen")
-
-    def greets(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-        try:
-            with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as s:
-                return s.noop()[0] == 250
-        except OSError:
-            return False
-
-
 def test_a_killed_front_is_restarted_and_a_killed_serve_takes_its_fronts_down(
     tmp_path: Path, sink: SmtpSink
 ):
@@ -140,7 +120,7 @@ def test_a_killed_front_is_restarted_and_a_killed_serve_takes_its_fronts_down(
     port = free_port()
     config = write_config(tmp_path, database_url=database_url, sink_port=sink.port)
     set_inbound(config, smtp_processes=1, smtp_listen=f"127.0.0.1:{port}", lmtp_listen="")
-    serve = Serve(config, port, tmp_path / "serve.log")
+    serve = ServeProcess(config, port, tmp_path / "serve.log")
     serve.start()
     assert serve.proc is not None
     try:

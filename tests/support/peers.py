@@ -8,6 +8,7 @@ import asyncio
 import email
 import email.policy
 import os
+import smtplib
 import socket
 import subprocess
 import sys
@@ -215,6 +216,37 @@ class Mailgate:
             raise AssertionError(f"mailgate {' '.join(args)} exited {proc.returncode}: "
                                  f"{proc.stderr.decode()}")
         return proc
+
+
+class ServeProcess:
+    """`mailgate serve` as a child process, as systemd runs it: started and waited for until
+    its SMTP port greets, killed with SIGKILL."""
+
+    def __init__(self, config: Path, port: int, log: Path) -> None:
+        self.config, self.port, self.log = config, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailgate", "--config", str(self.config), "serve"],
+                stdout=log, stderr=log, env=env, cwd=ROOT,
+            )  # fmt: skip
+        wait_until(self.greets, 60, "mailgate serve to listen")
+
+    def greets(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+        try:
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as s:
+                return s.noop()[0] == 250
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(30)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
