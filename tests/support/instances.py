@@ -4,11 +4,9 @@ would. Readiness and holdings are read from /healthz."""
 
 from __future__ import annotations
 
-import os
 import signal
 import smtplib
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import _pg_database, _pg_drop
-from tests.support.peers import ROOT, free_port, wait_until, write_config
+from tests.support.peers import free_port, launch_serve, wait_until, write_config
 
 
 class Instance:
@@ -61,12 +59,7 @@ class Instance:
 
     def launch(self) -> None:
         """Start the process without waiting for it (start several at once)."""
-        env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailgate", "--config", str(self.config), "serve"],
-                stdout=log, stderr=log, env=env, cwd=ROOT,
-            )  # fmt: skip
+        self.proc = launch_serve(self.config, self.log)
 
     def wait_up(self) -> None:
         wait_until(self.up, 60, f"instance {self.name} to answer /healthz")

@@ -218,6 +218,16 @@ class Mailgate:
         return proc
 
 
+def launch_serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`mailgate serve` in a process of its own, its output appended to `log`; not waited for."""
+    env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mailgate", "--config", str(config), "serve"],
+            stdout=out, stderr=out, env=env, cwd=ROOT,
+        )  # fmt: skip
+
+
 class ServeProcess:
     """`mailgate serve` as a child process, as systemd runs it: started and waited for until
     its SMTP port greets, killed with SIGKILL."""
@@ -227,12 +237,7 @@ class ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailgate", "--config", str(self.config), "serve"],
-                stdout=log, stderr=log, env=env, cwd=ROOT,
-            )  # fmt: skip
+        self.proc = launch_serve(self.config, self.log)
         wait_until(self.greets, 60, "mailgate serve to listen")
 
     def greets(self) -> bool:
