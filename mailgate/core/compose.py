@@ -1,10 +1,13 @@
 """An outgoing mail -> the bytes we send, carrying every header CONTRACT.md promises.
 
-`compose_bytes` is the fast path the sender uses for every mail: `email.mime` parts under a
-compat32 policy, non-ASCII names and subjects as RFC 2047 encoded words made by
-`email.header.Header` (which also folds them), bodies quoted-printable by `email.charset`.
-`compose` builds the same mail as an `EmailMessage` (policy SMTP, headerregistry): it is the
-reference the tests compare with, and the path for the rare address that is not ASCII.
+`compose_bytes` is the fast path the sender uses for every mail: it writes the bytes the
+stdlib's BytesGenerator writes for `email.mime`-style parts under a compat32 policy, without
+building a Message: each header is folded by that policy (`_POLICY.fold_binary`), non-ASCII
+names and subjects are RFC 2047 encoded words (`email.header.Header`'s lines, made quicker),
+bodies quoted-printable exactly as `email.quoprimime.body_encode` writes them. A test compares
+its bytes with the generator's, whatever the text. `compose` builds the same mail as an
+`EmailMessage` (policy SMTP, headerregistry): it is the reference the tests compare with, and
+the path for attachments and the rare address that is not ASCII.
 
 Either way a display name or subject taken from a customer can never add a header or a
 recipient: `one_line` turns control characters into spaces, every value set is refused if it
@@ -23,8 +26,9 @@ from datetime import datetime
 from email import base64mime, charset, policy
 from email.header import Header
 from email.headerregistry import Address
-from email.message import EmailMessage, Message
+from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
+from functools import lru_cache
 from typing import Any
 
 LOOP_HEADER = "X-Mailgate-Loop"
@@ -191,33 +195,44 @@ class _Utf8(charset.Charset):
     `Charset.header_encode_lines` re-encodes the whole line so far after each character, to
     learn its length: quadratic, and most of a long non-ASCII subject's cost. UTF-8 has no
     state between characters and a base64 word's length follows from its byte count, so the
-    same lines come from adding up each character's bytes (a test checks it says the same)."""
+    same lines come from the UTF-8 bytes: a line takes as many bytes as its base64 room holds,
+    cut back to the start of a character (a test checks it says what the stdlib says)."""
 
     def header_encode_lines(self, string: str, maxlengths: Iterator[int]) -> list[str | None]:
         if self.header_encoding != charset.BASE64 or self.output_codec != "utf-8":
             return super().header_encode_lines(string, maxlengths)  # type: ignore[no-any-return]
-        string.encode("utf-8")  # raises as the stdlib's does (a lone surrogate)
+        data = string.encode("utf-8")  # raises as the stdlib's does (a lone surrogate)
         extra = len("utf-8") + charset.RFC2047_CHROME_LEN
+        room = 3 * ((next(maxlengths) - extra) // 4)  # bytes whose base64 fits on this line
+        start, stop = 0, _cut(data, 0, room)
         lines: list[str | None] = []
-        start = size = 0  # the current line: string[start:i], `size` bytes of UTF-8
-        maxlen = next(maxlengths) - extra
-        for i, character in enumerate(string):
-            width = len(character.encode("utf-8"))
-            if -(-(size + width) // 3) * 4 > maxlen:  # base64mime.header_length
-                if not lines and i == start:
-                    lines.append(None)  # nothing fits on the first line
-                else:
-                    lines.append(_b64_word(string[start:i]))
-                start, size = i, width
-                maxlen = next(maxlengths) - extra
-            else:
-                size += width
-        lines.append(_b64_word(string[start:]))
+        if start == stop < len(data):  # the first character does not fit beside the name
+            lines.append(None)
+            stop = _cut(data, 0, 3 * ((next(maxlengths) - extra) // 4), at_least_one=True)
+        while stop < len(data):
+            lines.append(base64mime.header_encode(data[start:stop], "utf-8"))
+            room = 3 * ((next(maxlengths) - extra) // 4)
+            start, stop = stop, _cut(data, stop, room, at_least_one=True)
+        lines.append(base64mime.header_encode(data[start:], "utf-8"))
         return lines
 
 
-def _b64_word(text: str) -> str:
-    return base64mime.header_encode(text.encode("utf-8"), "utf-8")
+def _cut(data: bytes, start: int, room: int, at_least_one: bool = False) -> int:
+    """Where a line of UTF-8 `data` from `start` ends: the most whole characters that fit in
+    `room` bytes, and at least one character if `at_least_one` (the stdlib's lines after the
+    first start with a character whatever its width)."""
+    stop = start + room
+    if stop >= len(data):
+        return len(data)
+    while stop > start and 0x80 <= data[stop] < 0xC0:  # inside a character: cut before it
+        stop -= 1
+    if stop <= start:
+        if not at_least_one:
+            return start
+        stop = start + 1
+        while stop < len(data) and 0x80 <= data[stop] < 0xC0:
+            stop += 1
+    return stop
 
 
 _POLICY = _Policy(linesep="\r\n")
@@ -287,61 +302,139 @@ def _mailbox(addr_spec: str, display_name: str, name: str) -> str | Header:
     return mailbox
 
 
-class _Built(Message):
-    """A message or part whose Content-Type compose_bytes set itself: it answers the
-    generator's questions about it (type, boundary: several per part) without parsing that
-    header again, with what `Message` would answer."""
-
-    def __init__(self, content_type: str, boundary: str | None = None) -> None:
-        super().__init__(policy=_POLICY)
-        self._content_type = content_type
-        self._boundary = boundary
-
-    def get_content_type(self) -> str:
-        return self._content_type
-
-    def get_boundary(self, failobj: Any = None) -> Any:
-        return failobj if self._boundary is None else self._boundary
+def _field(name: str, value: str | Header | _EncodedText) -> bytes:
+    """One header line as the generator writes it: refused if a str holds CR or LF (what
+    `_Policy.header_store_parse` does when a Message is given it), folded by the policy."""
+    if type(value) is str:
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"{name}: a header value may not hold CR or LF")
+        if value.isascii() and len(name) + 2 + len(value) <= _MAX_LINE:
+            return f"{name}: {value}\r\n".encode("ascii")  # what _Policy.fold_binary writes
+    return _POLICY.fold_binary(name, value)  # type: ignore[no-any-return]
 
 
-def _part(body: str, subtype: str) -> Message:
-    """A text part, quoted-printable UTF-8 (the stdlib's encoder, through its Charset)."""
+@lru_cache(maxsize=256)
+def _sender_field(name: str, addr_spec: str, display_name: str) -> bytes:
+    """From and Reply-To: the same few for every mail (the support address, a ticket's)."""
+    return _field(name, _mailbox(addr_spec, display_name, name))
+
+
+_MAX_LINE: int = _POLICY.max_line_length  # 78
+
+# What email.quoprimime writes as is in a body (its _QUOPRI_BODY_ENCODE_MAP): printable ASCII
+# but "=", space, tab, CR and LF. Anything else is "=XX" per byte of its UTF-8.
+_QP_UNSAFE = re.compile(r"([^\t\n\r !-<>-~])")
+
+
+class _QpEscapes(dict[str, str]):
+    """A character -> its quoted-printable escapes, kept (a few hundred characters at most in
+    practice; forgotten if it ever grows past 4,096)."""
+
+    def __missing__(self, character: str) -> str:
+        if len(self) > 4096:
+            self.clear()
+        found = self[character] = "=" + character.encode("utf-8").hex("=").upper()
+        return found
+
+
+_QP_ESCAPES = _QpEscapes()
+
+
+def _qp_body(body: str) -> str:
+    """`body` in quoted-printable UTF-8, lines ending CRLF: the text email.charset's
+    `body_encode` gives for it (email.quoprimime.body_encode: escape, then soft line breaks at
+    76), with the line ends the generator writes. The escaping is done per character instead
+    of per byte (str.translate through a list), most of the stdlib's cost."""
+    if not body:
+        return body
+    parts = _QP_UNSAFE.split(body)
+    if len(parts) > 1:
+        parts[1::2] = map(_QP_ESCAPES.__getitem__, parts[1::2])
+        body = "".join(parts)
+    lines: list[str] = []
+    for line in body.splitlines():  # only CR and LF are left to split on: the rest is escaped
+        if len(line) <= 76 and line[-1:] not in (" ", "\t"):
+            lines.append(line)
+        else:
+            _qp_wrap(line, lines)
+    if body[-1] in "\r\n":
+        lines.append("")
+    return "\r\n".join(lines)
+
+
+def _qp_wrap(line: str, lines: list[str]) -> None:
+    """One escaped line too long for 76 columns, or ending in white space: the soft line
+    breaks and the last character's quoting email.quoprimime.body_encode writes for it."""
+    start = 0
+    laststart = len(line) - 1 - 76
+    while start <= laststart:
+        stop = start + 75
+        if line[stop - 2] == "=":  # never break an escape: it goes to the next line
+            lines.append(line[start : stop - 1])
+            start = stop - 2
+        elif line[stop - 1] == "=":
+            lines.append(line[start:stop])
+            start = stop - 1
+        else:
+            lines.append(line[start:stop] + "=")
+            start = stop
+    if line and line[-1] in " \t":
+        room = start - laststart
+        if room >= 3:  # room for the escape
+            end = f"={ord(line[-1]):02X}"
+        elif room == 2:  # room for the white space and a soft break
+            end = line[-1] + "=\r\n"
+        else:  # room for a soft break only: the escape alone on the next line
+            end = f"=\r\n={ord(line[-1]):02X}"
+        lines.append(line[start:-1] + end)
+    else:
+        lines.append(line[start:])
+
+
+_TEXT_PART_HEAD = (
+    'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n'
+)
+
+
+def _text_body(body: str) -> str:
+    """A text part's body: quoted-printable UTF-8 of text ending at the end of a line (as
+    EmailMessage.set_content makes it)."""
     if not body.endswith(("\n", "\r")):
-        body += "\n"  # as EmailMessage.set_content: a part ends at the end of a line
-    part = _Built(f"text/{subtype}")
-    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-    part["Content-Transfer-Encoding"] = "quoted-printable"
-    part.set_payload(_UTF8.body_encode(body))
-    return part
+        body += "\n"
+    return _qp_body(body)
 
 
 def compose_bytes(out: Outgoing) -> bytes:
-    """The wire bytes of a mail: the same headers and parts as `compose`, built quickly."""
+    """The wire bytes of a mail: the same headers and parts as `compose`, written directly as
+    the stdlib's BytesGenerator writes a compat32 Message of them (tests compare the bytes)."""
     if out.attachments or not (
         out.to_addr.isascii() and out.from_addr.isascii() and (out.reply_to or "").isascii()
     ):
         # Attachments, or addresses compat32 cannot write: the reference path.
         return compose(out).as_bytes()
-    boundary = boundary_for(out.message_id) if out.html else None
-    msg = _Built("multipart/alternative" if out.html else "text/plain", boundary)
-    msg["From"] = _mailbox(out.from_addr, out.from_name, "From")
-    msg["To"] = _mailbox(out.to_addr, out.to_name, "To")
-    msg["Subject"] = _text(one_line(out.subject, 250), "Subject")
+    head = [
+        _sender_field("From", out.from_addr, out.from_name),
+        _field("To", _mailbox(out.to_addr, out.to_name, "To")),
+        _field("Subject", _text(one_line(out.subject, 250), "Subject")),
+    ]
     rest = _headers(out)
-    msg["Date"], msg["Message-ID"] = rest[0][1], rest[1][1]
+    head += (_field(rest[0][0], rest[0][1]), _field(rest[1][0], rest[1][1]))
     if out.reply_to:
-        msg["Reply-To"] = _mailbox(out.reply_to, out.from_name, "Reply-To")
-    for name, value in rest[2:]:
-        msg[name] = value
-    msg["MIME-Version"] = "1.0"
+        head.append(_sender_field("Reply-To", out.reply_to, out.from_name))
+    head += [_field(name, value) for name, value in rest[2:]]
+    head.append(b"MIME-Version: 1.0\r\n")
     if out.html:
-        msg["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
-        msg.attach(_part(out.text, "plain"))
-        msg.attach(_part(out.html, "html"))
+        boundary = boundary_for(out.message_id)
+        head.append(_field("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
+        head.append(_field("Content-Language", out.locale))
+        body = (
+            f"\r\n--{boundary}\r\n{_TEXT_PART_HEAD.format('plain')}\r\n{_text_body(out.text)}"
+            f"\r\n--{boundary}\r\n{_TEXT_PART_HEAD.format('html')}\r\n{_text_body(out.html)}"
+            f"\r\n--{boundary}--\r\n"
+        )
     else:
-        text = _part(out.text, "plain")
-        for name, value in text.items():
-            msg[name] = value
-        msg.set_payload(text.get_payload())
-    msg["Content-Language"] = out.locale
-    return msg.as_bytes()
+        head.append(_TEXT_PART_HEAD.format("plain").encode("ascii"))
+        head.append(_field("Content-Language", out.locale))
+        body = "\r\n" + _text_body(out.text)
+    head.append(body.encode("ascii"))
+    return b"".join(head)

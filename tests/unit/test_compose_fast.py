@@ -1,22 +1,37 @@
 """core/compose.py: `compose_bytes`, the sender's fast path, says what the reference `compose`
 (EmailMessage, headerregistry) says, header by header and part by part, whatever a customer
-put in a name or a subject; and it gives the same bytes twice (a retry)."""
+put in a name or a subject; it writes, byte for byte, what the stdlib's generator writes for
+the same compat32 message (and what it wrote before: golden digests); and it gives the same
+bytes twice (a retry)."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.charset import BASE64, QP, Charset
 from email.header import Header, decode_header, make_header
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.utils import getaddresses
+from typing import Any
 
 import pytest
 
 from mailgate.core.compose import _POLICY as COMPAT32
 from mailgate.core.compose import _UTF8 as FAST_UTF8
-from mailgate.core.compose import Outgoing, _EncodedText, compose, compose_bytes, one_line
+from mailgate.core.compose import (
+    Outgoing,
+    _EncodedText,
+    _headers,
+    _mailbox,
+    _qp_body,
+    _text,
+    boundary_for,
+    compose,
+    compose_bytes,
+    one_line,
+)
 
 LONG_ASCII = "Printer broken since yesterday, the screen stays black and nothing prints at all " * 2
 NAMES = [
@@ -214,3 +229,139 @@ def test_a_long_non_ascii_subject_is_folded_as_header_folds_it():
                 assert made.encode(maxlinelen=width, linesep="\r\n") == Header(
                     text, FAST_UTF8, header_name=name
                 ).encode(maxlinelen=width, linesep="\r\n"), (name, text, width)
+
+
+# -- byte for byte: the stdlib's generator --------------------------------------------------
+
+
+class _Built(Message):
+    """A compat32 message or part whose content type is known without parsing it."""
+
+    def __init__(self, content_type: str, boundary: str | None = None) -> None:
+        super().__init__(policy=COMPAT32)
+        self._content_type = content_type
+        self._boundary = boundary
+
+    def get_content_type(self) -> str:
+        return self._content_type
+
+    def get_boundary(self, failobj: Any = None) -> Any:
+        return failobj if self._boundary is None else self._boundary
+
+
+def _part(body: str, subtype: str) -> Message:
+    if not body.endswith(("\n", "\r")):
+        body += "\n"
+    part = _Built(f"text/{subtype}")
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    part.set_payload(FAST_UTF8.body_encode(body))
+    return part
+
+
+def _generated(out: Outgoing) -> bytes:
+    """What compose_bytes wrote before it wrote bytes itself: a compat32 Message of the same
+    headers and parts, flattened by the stdlib's BytesGenerator (quoprimime's encoder)."""
+    boundary = boundary_for(out.message_id) if out.html else None
+    msg = _Built("multipart/alternative" if out.html else "text/plain", boundary)
+    msg["From"] = _mailbox(out.from_addr, out.from_name, "From")
+    msg["To"] = _mailbox(out.to_addr, out.to_name, "To")
+    msg["Subject"] = _text(one_line(out.subject, 250), "Subject")
+    rest = _headers(out)
+    msg["Date"], msg["Message-ID"] = rest[0][1], rest[1][1]
+    if out.reply_to:
+        msg["Reply-To"] = _mailbox(out.reply_to, out.from_name, "Reply-To")
+    for name, value in rest[2:]:
+        msg[name] = value
+    msg["MIME-Version"] = "1.0"
+    if out.html:
+        msg["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
+        msg.attach(_part(out.text, "plain"))
+        msg.attach(_part(out.html, "html"))
+    else:
+        text = _part(out.text, "plain")
+        for name, value in text.items():
+            msg[name] = value
+        msg.set_payload(text.get_payload())
+    msg["Content-Language"] = out.locale
+    return msg.as_bytes()
+
+
+# Quoted-printable's corners: "=" and escapes about the 76th column, white space ending a line
+# at every length about it, "." alone, CR alone, line breaks other than CR and LF, astral
+# characters, NUL and DEL.
+_ALPHABET = ("abc XYZ 019 .,;:!?=_-'\"<>()[]{}~" * 3) + "\t\r\n\n\r\n" + "éàÉ«»€中’😀𝄞"
+_ALPHABET += "\x85\u2028\u2029\x0b\x0c\x1c\x00\x7f\x1b" + " " * 8
+
+
+def _random_text(rng: random.Random) -> str:
+    if rng.random() < 0.5:
+        return "".join(rng.choices(_ALPHABET, k=rng.randrange(0, 500)))
+    lines = [
+        rng.choice(["", ".", " ", "\t", "From me", "é" * rng.randrange(20, 30)])
+        if rng.random() < 0.3
+        else "".join(rng.choices("ab=é ", k=rng.randrange(60, 90)))
+        + rng.choice(["", " ", "\t", "=", "é", "  "])
+        for _ in range(rng.randrange(1, 12))
+    ]
+    return "\n".join(lines) + rng.choice(["\n", "\r\n", "\r", " ", ""])
+
+
+def test_quoted_printable_bodies_are_the_stdlib_s_to_the_byte():
+    rng = random.Random(20261202)
+    texts = ["", "\n", "\r", ".", "x" * 76 + " ", "=" * 200, "a" * 74 + "\t\n" + "a" * 75 + " "]
+    texts += [_random_text(rng) for _ in range(3000)]
+    texts += ["a" * n + end for n in range(70, 80) for end in (" ", "\t", "=", "é", "=\n")]
+    for text in texts:
+        stdlib = FAST_UTF8.body_encode(text) if text else text
+        assert _qp_body(text) == stdlib.replace("\n", "\r\n"), repr(text)
+
+
+def test_the_bytes_are_the_stdlib_generator_s_whatever_the_mail():
+    rng = random.Random(1202)
+    for _ in range(1500):
+        out = _out(
+            text=_random_text(rng),
+            html=rng.choice([None, "", _random_text(rng), "<p>Bonjour</p>\n"]),
+            subject=rng.choice([*SUBJECTS, "".join(rng.choices(_ALPHABET, k=rng.randrange(300)))]),
+            to_name=rng.choice([*NAMES, "".join(rng.choices(_ALPHABET, k=rng.randrange(120)))]),
+            from_name=rng.choice(NAMES),
+            locale=rng.choice(["fr", "en"]),
+            ticket_id=rng.choice([None, 12345]),
+            reply_to=rng.choice([None, "support+t1.x@example.com"]),
+            in_reply_to=rng.choice([None, "a@client.example", "x" * 120 + "@c.example"]),
+            references=tuple(f"r{i}@client.example" for i in range(rng.randrange(25))),
+            auto_submitted=rng.choice([None, "auto-replied"]),
+            message_id=f"mg.{rng.randrange(10**12)}@mg.test",
+        )
+        assert compose_bytes(out) == _generated(out), out
+
+
+GOLDEN = {  # sha256 of the bytes as the stdlib's generator wrote them (December 2026)
+    "default": ({}, "f1f4aeae8e9eb075531065ad2e468eb3ddd89b553729789e8b28c7a0fb9768e1"),
+    "text only": (
+        {"html": None},
+        "55e71091df3cd0daeaab372649a726d66ddea282c23a14a7e1efb891f30513cf",
+    ),
+    "long names": (
+        {"to_name": NAMES[5], "from_name": NAMES[9]},
+        "2970cab0d78e4c424e61809bcd670b425023827002a310c3324c9a4e301847cc",
+    ),
+    "long subject": (
+        {"subject": SUBJECTS[5]},
+        "2615549bd64a5bc9a6f1249bfca4523e4e857abb8566618b611e16dc03758022",
+    ),
+    "long lines": (
+        {
+            "text": "line\r\nwith CRLF and trailing space \n" + "é" * 200 + "\n" + "=" * 90 + "\t",
+            "html": "<p>" + "x" * 150 + " </p>",
+        },
+        "8976df042dc4ee5f2f6740d319111ce48c8ff8a18bb0974d2d7eae142bf829a5",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", GOLDEN)
+def test_the_bytes_sent_do_not_change(case: str):
+    changes, digest = GOLDEN[case]
+    assert hashlib.sha256(compose_bytes(_out(**changes))).hexdigest() == digest
