@@ -9,6 +9,7 @@ PostgreSQL (postgresql+psycopg://) gets ordinary transactions; rows are claimed 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,6 +77,7 @@ class Database:
         # Every writer gets text the database accepts (NUL, lone surrogates): see store/clean.
         for engine in dict.fromkeys((self.write_engine, self.read_engine)):
             clean.install(engine)
+            fast_savepoints(engine.dialect)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
@@ -162,6 +164,47 @@ class Database:
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
+
+
+def fast_savepoints(dialect: Dialect) -> None:
+    """SAVEPOINT, RELEASE SAVEPOINT and ROLLBACK TO SAVEPOINT run as their text on the DBAPI
+    cursor, not as statements SQLAlchemy compiles and wraps in an execution context each time
+    (its savepoint clauses are never cached): the group commit opens one per job, and that
+    cost ~80 µs of the single writer's CPU a job on SQLite, against ~1 µs this way.
+
+    Only how the statement is sent changes: the Session's nested transactions (begin_nested:
+    the ORM state kept and restored on rollback), the engine's savepoint events and the SQL
+    are SQLAlchemy's. An error is handled as SQLAlchemy handles one (its exception classes,
+    `handle_error` listeners, a lost connection invalidated). Not sent through
+    `before_cursor_execute` listeners: these statements have no parameters to clean."""
+    preparer = dialect.identifier_preparer
+    error = dialect.loaded_dbapi.Error
+
+    @functools.lru_cache(maxsize=256)
+    def quoted(name: str) -> str:
+        return preparer.format_savepoint(None, name)
+
+    def run(conn: Connection, sql: str) -> None:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql)
+        except error as exc:
+            conn._handle_dbapi_exception(exc, sql, (), cursor, None)  # raises (closes cursor)
+        cursor.close()
+
+    def do_savepoint(conn: Connection, name: str) -> None:
+        run(conn, f"SAVEPOINT {quoted(name)}")
+
+    def do_release_savepoint(conn: Connection, name: str) -> None:
+        run(conn, f"RELEASE SAVEPOINT {quoted(name)}")
+
+    def do_rollback_to_savepoint(conn: Connection, name: str) -> None:
+        run(conn, f"ROLLBACK TO SAVEPOINT {quoted(name)}")
+
+    # Instance attributes: this engine's dialect only, called as dialect.do_savepoint(conn, name).
+    dialect.do_savepoint = do_savepoint  # type: ignore[method-assign]
+    dialect.do_release_savepoint = do_release_savepoint  # type: ignore[method-assign]
+    dialect.do_rollback_to_savepoint = do_rollback_to_savepoint  # type: ignore[method-assign]
 
 
 def _is_integrity(exc: DBAPIError) -> bool:
