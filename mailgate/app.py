@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from mailgate import logs
+from mailgate import cli_warm, cli_warm_server, logs
 from mailgate.adapters.file_links import file_link_routes
 from mailgate.adapters.health import health_routes
 from mailgate.adapters.httpserver import HttpServer
@@ -351,6 +351,19 @@ def portal_asgi(app: App) -> Starlette:
     return create_app(app.portal, settings, extra_routes=extra, wake_sender=app.sender.wakeup.set)
 
 
+def _warm_commands(app: App, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The warm process that runs admin commands (cli_warm.py), with the sender's condition:
+    a test clock or transport is this process's alone."""
+    cfg = app.config
+    path = cli_warm.socket_path(cfg.data_dir)
+    if not (cfg.mailgate.warm_commands and app.sender_process):
+        return []
+    if not cli_warm.path_fits(path):
+        logs.warning("cli_warm.off", reason="socket path longer than 107 bytes", socket=str(path))
+        return []
+    return [asyncio.create_task(cli_warm_server.keep_warm(path, stop), name="cli_warm")]
+
+
 async def serve(
     app: App,
     stop: asyncio.Event | None = None,
@@ -475,6 +488,7 @@ async def serve(
         sender = app.sender.run(stop)
     tasks = [
         asyncio.create_task(sender, name="sender"),
+        *_warm_commands(app, stop),
         asyncio.create_task(
             Scheduler(app.jobs, app.clock, leases=app.leases, metrics=app.metrics).run(stop),
             name="scheduler",

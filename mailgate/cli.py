@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mailgate import config as config_mod
@@ -25,8 +26,6 @@ from mailgate import logs
 from mailgate.errors import ConfigError, MailgateError, NotFound, TempFailure
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from mailgate.store.db import Database
     from mailgate.store.models import Account
     from mailgate.wiring import Core
@@ -805,21 +804,68 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def _command_word(argv: Sequence[str]) -> str | None:
     """The command named on a command line, skipping the options before it."""
+    words = command_words(argv)
+    return words[0] if words else None
+
+
+def command_words(argv: Sequence[str]) -> list[str]:
+    """The command line's words that are not options (nor the values of the global ones)."""
+    words, tokens = [], iter(argv)
+    for token in tokens:
+        if _takes_value(token):
+            next(tokens, None)
+        elif not token.startswith("-"):
+            words.append(token)
+    return words
+
+
+def _takes_value(token: str) -> bool:
+    return (
+        len(token) > 2
+        and "=" not in token
+        and any(option.startswith(token) for option in ("--config", "--log-format"))
+    )
+
+
+def _config_path(argv: Sequence[str]) -> Path:
+    """The config file this command line names, as config.load would choose it."""
+    chosen = None
     tokens = iter(argv)
     for token in tokens:
-        if (
-            len(token) > 2
-            and "=" not in token
-            and any(option.startswith(token) for option in ("--config", "--log-format"))
-        ):
-            next(tokens, None)  # its value
-        elif not token.startswith("-"):
-            return token
-    return None
+        name, eq, value = token.partition("=")
+        if len(name) > 2 and "--config".startswith(name):
+            chosen = value if eq else next(tokens, None)
+    return Path(chosen or os.environ.get("MAILGATE_CONFIG") or config_mod.DEFAULT_CONFIG)
+
+
+def _run_warm(argv: Sequence[str]) -> int | None:
+    """The command's exit status when serve's warm process ran it (mailgate/cli_warm.py);
+    None: this process runs it."""
+    from mailgate import cli_warm
+
+    if not cli_warm.warm_eligible(command_words(argv)):
+        return None
+    path = _config_path(argv)
+    try:
+        cfg = config_mod.load(path)
+    except (ConfigError, OSError):
+        return None  # said properly when this process runs the command
+    landmarks = [path, cfg.data_dir]
+    if cfg.database.url.startswith("sqlite:///"):
+        landmarks.append(Path(cfg.database.url.removeprefix("sqlite:///")).parent)
+    request = cli_warm.request_for(argv, landmarks)
+    return cli_warm.run_warm(cli_warm.socket_path(cfg.data_dir), request)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The command line's exit status. A command line of our own process (argv None) may be
+    run by serve's warm process; a list given here (tests, that process) runs here."""
+    if argv is None:
+        argv = sys.argv[1:]
+        code = _run_warm(argv)
+        if code is not None:
+            return code
+    argv = list(argv)
     args = parser("deliver" if _command_word(argv) == "deliver" else None).parse_args(argv)
     # A command's output is its result; its log records only with --verbose. serve's log is
     # its output (journald).

@@ -58,6 +58,7 @@ class MailgateSection:
     secret_key_file: str = ""  # "" with no secret_key: data_dir/secret, created on first start
     default_locale: str = "fr"
     default_timezone: str = "Europe/Paris"
+    warm_commands: bool = True  # serve keeps a process that runs admin commands (cli_warm.py)
 
 
 @dataclass(frozen=True)

@@ -31,12 +31,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from mailgate import frames, logs
+from mailgate import frames, logs, supervise
 from mailgate.errors import TempFailure
 from mailgate.metrics import Metrics
 from mailgate.services.outbox_queue import ClaimedRow, OutboxQueue, Outcome
@@ -73,24 +72,14 @@ class SenderProcess:
         self.max_restart_delay = max_restart_delay
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.5
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                code: int | None = await self._supervise(stop)
-            except Exception:  # fault barrier: the sender must come back
+        def on_exit(code: int | None, delay: float, crashed: bool) -> None:
+            if crashed:
                 logs.error("sender.supervisor_crashed", exc_info=True)
-                code = None
-            if stop.is_set():
-                return
-            if time.monotonic() - started > 60:
-                delay = 0.5  # it had been running fine: this is a fresh failure
             logs.error("sender.exited", code=code, restart_in=delay)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
-            delay = min(self.max_restart_delay, delay * 2)
+
+        await supervise.keep_running(
+            lambda: self._supervise(stop), stop, on_exit, max_delay=self.max_restart_delay
+        )
 
     async def _supervise(self, stop: asyncio.Event) -> int:
         proc, ours, writes = await asyncio.to_thread(self._spawn)

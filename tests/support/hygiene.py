@@ -308,6 +308,7 @@ def peer_config(tmp: Path, *, hostname: str, support: str, smtp_port: int, relay
 hostname = "{hostname}"
 data_dir = "data"
 secret_key = "secret-of-{hostname}-that-is-long-enough-to-sign"
+warm_commands = false
 
 [database]
 url = "sqlite:///{folder / 'mailgate.db'}"

@@ -134,6 +134,9 @@ def write_config(
 hostname = "mg.test"
 data_dir = "data"
 default_locale = "fr"
+# No warm command process: it would add an import of the whole app to every serve a test
+# starts. tests/integration/test_cli_warm.py runs the default.
+warm_commands = false
 
 [database]
 url = "{database_url}"
