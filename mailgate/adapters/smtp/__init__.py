@@ -35,6 +35,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from aiosmtpd.smtp import Session as SmtpSession
 
 from mailgate import logs
+from mailgate.adapters.smtp.data import data_pieces
 from mailgate.errors import MailgateError, Rejected, TempFailure
 from mailgate.metrics import Metrics
 from mailgate.services.ingest import Delivery, Envelope, Ingestor, Prepared
@@ -323,23 +324,16 @@ class MailgateSMTP(SMTP):
         spool: IO[bytes] | None = None
         size = 0
         refusal = ""
-        mid_line = False
+        pieces = data_pieces(self._reader)  # many lines at a time (data.py)
         try:
             while self.transport is not None:
                 try:
-                    chunk = await self._reader.readuntil(b"\r\n")
-                except asyncio.LimitOverrunError as exc:
-                    # A line longer than the stream buffer: take it in pieces, it is not refused.
-                    chunk = await self._reader.read(exc.consumed)
+                    chunk = await anext(pieces)
+                except StopAsyncIteration:  # the lone dot
+                    break
                 except asyncio.CancelledError:  # the connection was lost
                     self._writer.close()
                     raise
-                if not mid_line:
-                    if chunk == b".\r\n":
-                        break
-                    if chunk.startswith(b"."):  # dot-unstuffing (RFC 5321 4.5.2)
-                        chunk = chunk[1:]
-                mid_line = not chunk.endswith(b"\r\n")
                 size += len(chunk)
                 if not refusal and limit and size > limit:
                     refusal = TOO_BIG_REPLY
