@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import mmap
 import multiprocessing
+import pickle
 import queue
 import signal
 from collections.abc import Callable, Iterable
@@ -41,7 +42,9 @@ from mailgate.store.blobs import BlobStore
 START_SECONDS = 60.0  # a worker that is not ready by then is not coming
 STORE_BYTES = 1 << 20  # attachments from this size are stored by the worker, not sent back
 BY_BLOB_BYTES = 1 << 20  # mails from this size, already stored, are read by the worker itself
-BY_BLOB, BY_BYTES = b"blob:", b"bytes"  # what the worker reads next: a digest, or the bytes
+# What a request to a worker is: a digest (the mail is in the blob store), the bytes in the
+# next message (a big mail: never copied into one with its tag), or the bytes after the tag.
+BY_BLOB, BY_BYTES, INLINE = b"blob:", b"bytes", b"data:"
 RECYCLE_BYTES = 8 << 20  # after a mail this big, the worker is replaced by a fresh one
 
 
@@ -119,7 +122,9 @@ def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
         try:
             tag = conn.recv_bytes()
             busy = True
-            if tag.startswith(BY_BLOB) and blobs is not None:
+            if tag.startswith(INLINE):
+                raw = tag[len(INLINE) :]
+            elif tag.startswith(BY_BLOB) and blobs is not None:
                 raw = _open_stored(blobs, tag[len(BY_BLOB) :].decode("ascii"))
             else:
                 raw = conn.recv_bytes()
@@ -137,7 +142,9 @@ def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
         finally:
             _close(raw)
         del raw
-        conn.send(reply)
+        # pickle itself, not conn.send: multiprocessing's pickler copies the copyreg table
+        # for every message. The parent reads it with pickle.loads.
+        conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
         busy = False
 
 
@@ -218,6 +225,15 @@ class ParseWorkers:
         digest = hashlib.sha256(raw).hexdigest()
         return digest if self.blobs.exists(digest) else None
 
+    def _request(self, raw: bytes) -> bytes:
+        """What the worker is sent first: the digest of a big mail it reads from the blob
+        store, the tag of a big mail sent next on its own, or a small mail after its tag
+        (one message: one write here, one read there)."""
+        stored = self._stored(raw)
+        if stored is not None:
+            return BY_BLOB + stored.encode("ascii")
+        return BY_BYTES if len(raw) >= BY_BLOB_BYTES else INLINE + raw
+
     def _spawn(self) -> _Worker:
         return _Worker(self._ctx, self.parse, self.blobs)
 
@@ -236,23 +252,24 @@ class ParseWorkers:
         if idle is None:
             return parse_hollowed(raw, self.parse)
         worker = idle.get()  # waits while every worker is busy
-        if worker is not None and not worker.process.is_alive():
-            worker.kill()  # died while idle (the OOM killer, say): not this mail's fault
-            worker = None
         try:
             worker = worker or self._spawn()  # None: a killed one, replaced now
-            stored = self._stored(raw)
-            if stored is not None:
-                worker.conn.send_bytes(BY_BLOB + stored.encode("ascii"))
-            else:
-                worker.conn.send_bytes(BY_BYTES)
+            request = self._request(raw)
+            try:
+                worker.conn.send_bytes(request)
+            except OSError:  # its end is closed: it died while idle (the OOM killer, say),
+                worker.kill()  # not this mail's fault; found here, not by a check per mail
+                worker = None
+                worker = self._spawn()
+                worker.conn.send_bytes(request)
+            if request == BY_BYTES:
                 worker.conn.send_bytes(raw)
             if not worker.conn.poll(self.timeout):
                 worker.kill()
                 worker = None
                 logs.warning("parse.deadline", seconds=self.timeout, size=len(raw))
                 raise MailParseError(f"over a limit: parsing took more than {self.timeout:g} s")
-            kind, value = worker.conn.recv()
+            kind, value = pickle.loads(worker.conn.recv_bytes())  # noqa: S301  (our worker)
         except (EOFError, OSError) as exc:
             if worker is not None:
                 with contextlib.suppress(OSError):
