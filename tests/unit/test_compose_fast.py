@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes, policy
 from email.charset import BASE64, QP, Charset
 from email.header import Header, decode_header, make_header
 from email.message import EmailMessage, Message
 from email.utils import getaddresses
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -317,10 +318,23 @@ def test_quoted_printable_bodies_are_the_stdlib_s_to_the_byte():
         assert _qp_body(text) == stdlib.replace("\n", "\r\n"), repr(text)
 
 
+PARIS = ZoneInfo("Europe/Paris")
+DATES = [  # the same instant in other zones, the hour that comes twice, microseconds
+    datetime(2026, 1, 5, 9, 30, tzinfo=UTC),
+    datetime(2026, 1, 5, 10, 30, tzinfo=timezone(timedelta(hours=1))),
+    datetime(2026, 1, 5, 10, 30, tzinfo=PARIS),
+    datetime(2026, 10, 25, 2, 30, tzinfo=PARIS),
+    datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=PARIS),
+    datetime(2026, 1, 5, 9, 30, 59, 999999, tzinfo=UTC),
+    datetime(2026, 1, 5, 9, 30),
+]
+
+
 def test_the_bytes_are_the_stdlib_generator_s_whatever_the_mail():
     rng = random.Random(1202)
     for _ in range(1500):
         out = _out(
+            date=rng.choice(DATES),
             text=_random_text(rng),
             html=rng.choice([None, "", _random_text(rng), "<p>Bonjour</p>\n"]),
             subject=rng.choice([*SUBJECTS, "".join(rng.choices(_ALPHABET, k=rng.randrange(300)))]),
