@@ -12,9 +12,13 @@ resolver). It runs `mailgate db upgrade` once (the install step), then:
      account, ticket, confirmation and activation rows), on standard input with LF line ends,
      one new process per mail, as Postfix's pipe runs it;
   2. the same with `serve` running: deliver hands the mail to serve's LMTP listener;
-  3. each other command, p50 of R runs (default 5) on the small database this leaves.
+  3. each other command, p50 of R runs (default 5) on the small database this leaves, with
+     serve running (its warm process runs them: mailgate/cli_warm.py; the target), then with
+     serve stopped (each command in its own process, imports included: reported).
 Wall time is measured around the whole child process, interpreter start included; the CPU
-time of the child (user+sys) is shown beside it, steadier when other work shares the machine.
+time of the child (user+sys) is shown beside it, steadier when other work shares the machine
+(with serve running, that is the caller's CPU only: the command's own runs in serve's warm
+process).
 Targets (issue 11): deliver p95 < 150 ms; every other command < 300 ms.
 """
 
@@ -177,34 +181,47 @@ def main() -> None:
         serve = start_serve(run, lmtp, tmp / "serve.log")
         try:
             walls, cpus = deliveries(run, "served", args.deliveries, args.size)
+            ok = report("serve running", walls, cpus, db_path) or ok
+            check_counts(db_path, args.deliveries)
+            warm_worst = commands(run, args.runs, "serve running: its warm process runs them")
         finally:
             serve.send_signal(signal.SIGTERM)
             serve.wait(60)
-        ok = report("serve running", walls, cpus, db_path) or ok
-        with sqlite3.connect(db_path) as conn:
-            tickets = conn.execute("SELECT count(*) FROM ticket").fetchone()[0]
-            outbox = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
-        if (tickets, outbox) != (2 * args.deliveries, 4 * args.deliveries):
-            sys.exit(f"expected one ticket and two outbound mails per message: {tickets}, {outbox}")
-
-        print(f"{'command':<24} {'p50 ms':>7} {'max ms':>7} {'CPU ms':>7}")
-        worst = 0.0
-        for label, argv in COMMANDS:
-            runs = [
-                run([a.format(agent=f"agent{r}@example.com") for a in argv])
-                for r in range(args.runs)
-            ]
-            walls = [w for w, _ in runs]
-            p50 = pct(walls, 50)
-            worst = max(worst, p50)
-            flag = "" if p50 < CLI_MS else f"  OVER {CLI_MS:.0f}"
-            cpu = pct([c for _, c in runs], 50)
-            print(f"{label:<24} {p50:>7.0f} {max(walls):>7.0f} {cpu:>7.0f}{flag}")
+        log = (tmp / "serve.log").read_text()
+        print(f"  (the warm process ran {log.count('event=cli_warm.ran')} commands,"
+              f" refused {log.count('event=cli_warm.refused')})")  # fmt: skip
+        commands(run, args.runs, "serve stopped: each command imports what it needs")
         met = {True: "met", False: "missed"}
         print(
             f"targets: deliver p95 < {DELIVER_P95_MS:.0f} ms (in one mode at least): {met[ok]};"
-            f" every command p50 < {CLI_MS:.0f} ms: {met[worst < CLI_MS]}"
+            f" every command p50 < {CLI_MS:.0f} ms with serve running: {met[warm_worst < CLI_MS]}"
         )
+
+
+def check_counts(db_path: Path, count: int) -> None:
+    with sqlite3.connect(db_path) as conn:
+        tickets = conn.execute("SELECT count(*) FROM ticket").fetchone()[0]
+        outbox = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    if (tickets, outbox) != (2 * count, 4 * count):
+        sys.exit(f"expected one ticket and two outbound mails per message: {tickets}, {outbox}")
+
+
+def commands(run: Runner, repeat: int, title: str) -> float:
+    """Each command `repeat` times; the worst p50."""
+    print(f"{title}\n{'command':<24} {'p50 ms':>7} {'max ms':>7} {'CPU ms':>7}")
+    worst = 0.0
+    for label, argv in COMMANDS:
+        runs = [
+            run([a.format(agent=f"agent{r}-{time.monotonic_ns()}@example.com") for a in argv])
+            for r in range(repeat)
+        ]
+        walls = [w for w, _ in runs]
+        p50 = pct(walls, 50)
+        worst = max(worst, p50)
+        flag = "" if p50 < CLI_MS else f"  OVER {CLI_MS:.0f}"
+        cpu = pct([c for _, c in runs], 50)
+        print(f"{label:<24} {p50:>7.0f} {max(walls):>7.0f} {cpu:>7.0f}{flag}")
+    return worst
 
 
 if __name__ == "__main__":
