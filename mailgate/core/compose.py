@@ -329,86 +329,82 @@ def _sender_field(name: str, addr_spec: str, display_name: str) -> bytes:
 _MAX_LINE: int = _POLICY.max_line_length  # 78
 
 # What email.quoprimime writes as is in a body (its _QUOPRI_BODY_ENCODE_MAP): printable ASCII
-# but "=", space, tab, CR and LF. Anything else is "=XX" per byte of its UTF-8.
-_QP_UNSAFE = re.compile(r"([^\t\n\r !-<>-~])")
+# but "=", space, tab, CR and LF. Every other byte of the UTF-8 is written "=XX".
+_QP_SAFE = bytes(b for b in range(256) if 0x20 <= b <= 0x7E and b != 0x3D) + b"\t\n\r"
+_QP_MARK = bytes(b if b in _QP_SAFE else 0x3D for b in range(256))  # unsafe bytes -> "="
+_QP_ESCAPE = [b"=%02X" % b for b in range(256)]
 
 
-class _QpEscapes(dict[str, str]):
-    """A character -> its quoted-printable escapes, kept (a few hundred characters at most in
-    practice; forgotten if it ever grows past 4,096)."""
-
-    def __missing__(self, character: str) -> str:
-        if len(self) > 4096:
-            self.clear()
-        found = self[character] = "=" + character.encode("utf-8").hex("=").upper()
-        return found
-
-
-_QP_ESCAPES = _QpEscapes()
-
-
-def _qp_body(body: str) -> str:
+def _qp_body(body: str) -> bytes:
     """`body` in quoted-printable UTF-8, lines ending CRLF: the text email.charset's
     `body_encode` gives for it (email.quoprimime.body_encode: escape, then soft line breaks at
-    76), with the line ends the generator writes. The escaping is done per character instead
-    of per byte (str.translate through a list), most of the stdlib's cost."""
-    if not body:
-        return body
-    parts = _QP_UNSAFE.split(body)
-    if len(parts) > 1:
-        parts[1::2] = map(_QP_ESCAPES.__getitem__, parts[1::2])
-        body = "".join(parts)
-    lines: list[str] = []
-    for line in body.splitlines():  # only CR and LF are left to split on: the rest is escaped
-        if len(line) <= 76 and line[-1:] not in (" ", "\t"):
+    76), with the line ends the generator writes. The escaping is done with bytes.translate
+    and split instead of str.translate through a list, most of the stdlib's cost: marking
+    each byte to escape with "=" leaves the bytes between them; deleting the safe ones leaves
+    the bytes to escape, in order."""
+    data = body.encode("utf-8")
+    marked = data.translate(_QP_MARK)
+    if b"=" in marked:  # something to escape
+        between = marked.split(b"=")
+        pieces = [b""] * (2 * len(between) - 1)
+        pieces[0::2] = between
+        pieces[1::2] = map(_QP_ESCAPE.__getitem__, data.translate(None, _QP_SAFE))
+        data = b"".join(pieces)
+    if not data:
+        return data
+    lines: list[bytes] = []
+    for line in data.splitlines():  # only CR and LF are left to split on: the rest is escaped
+        if len(line) <= 76 and line[-1:] not in (b" ", b"\t"):
             lines.append(line)
         else:
             _qp_wrap(line, lines)
-    if body[-1] in "\r\n":
-        lines.append("")
-    return "\r\n".join(lines)
+    if data[-1:] in (b"\r", b"\n"):
+        lines.append(b"")
+    return b"\r\n".join(lines)
 
 
-def _qp_wrap(line: str, lines: list[str]) -> None:
+def _qp_wrap(line: bytes, lines: list[bytes]) -> None:
     """One escaped line too long for 76 columns, or ending in white space: the soft line
     breaks and the last character's quoting email.quoprimime.body_encode writes for it."""
     start = 0
     laststart = len(line) - 1 - 76
     while start <= laststart:
         stop = start + 75
-        if line[stop - 2] == "=":  # never break an escape: it goes to the next line
+        if line[stop - 2] == 0x3D:  # "=": never break an escape, it goes to the next line
             lines.append(line[start : stop - 1])
             start = stop - 2
-        elif line[stop - 1] == "=":
+        elif line[stop - 1] == 0x3D:
             lines.append(line[start:stop])
             start = stop - 1
         else:
-            lines.append(line[start:stop] + "=")
+            lines.append(line[start:stop] + b"=")
             start = stop
-    if line and line[-1] in " \t":
+    if line and line[-1] in b" \t":
         room = start - laststart
         if room >= 3:  # room for the escape
-            end = f"={ord(line[-1]):02X}"
+            end = _QP_ESCAPE[line[-1]]
         elif room == 2:  # room for the white space and a soft break
-            end = line[-1] + "=\r\n"
+            end = line[-1:] + b"=\r\n"
         else:  # room for a soft break only: the escape alone on the next line
-            end = f"=\r\n={ord(line[-1]):02X}"
+            end = b"=\r\n" + _QP_ESCAPE[line[-1]]
         lines.append(line[start:-1] + end)
     else:
         lines.append(line[start:])
 
 
-_TEXT_PART_HEAD = (
-    'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n'
-)
-
-
-def _text_body(body: str) -> str:
+def _text_body(body: str) -> bytes:
     """A text part's body: quoted-printable UTF-8 of text ending at the end of a line (as
     EmailMessage.set_content makes it)."""
     if not body.endswith(("\n", "\r")):
         body += "\n"
     return _qp_body(body)
+
+
+_TEXT_PART_FIELDS = {
+    subtype: f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+    "Content-Transfer-Encoding: quoted-printable\r\n".encode("ascii")
+    for subtype in ("plain", "html")
+}
 
 
 def compose_bytes(out: Outgoing) -> bytes:
@@ -439,16 +435,22 @@ def compose_bytes(out: Outgoing) -> bytes:
         boundary = boundary_for(out.message_id)
         head.append(_field("Content-Type", f'multipart/alternative; boundary="{boundary}"'))
         head.append(_fixed_field("Content-Language", out.locale))
-        body = (
-            f"\r\n--{boundary}\r\n{_TEXT_PART_HEAD.format('plain')}\r\n{_text_body(out.text)}"
-            f"\r\n--{boundary}\r\n{_TEXT_PART_HEAD.format('html')}\r\n{_text_body(out.html)}"
-            f"\r\n--{boundary}--\r\n"
+        delimiter = f"\r\n--{boundary}\r\n".encode("ascii")  # the first ends the header
+        head += (
+            delimiter,
+            _TEXT_PART_FIELDS["plain"],
+            b"\r\n",
+            _text_body(out.text),
+            delimiter,
+            _TEXT_PART_FIELDS["html"],
+            b"\r\n",
+            _text_body(out.html),
+            delimiter[:-2] + b"--\r\n",
         )
-    else:
-        head.append(_TEXT_PART_HEAD.format("plain").encode("ascii"))
+    else:  # the part's fields are the mail's
+        head.append(_TEXT_PART_FIELDS["plain"])
         head.append(_fixed_field("Content-Language", out.locale))
-        body = "\r\n" + _text_body(out.text)
-    head.append(body.encode("ascii"))
+        head += (b"\r\n", _text_body(out.text))
     return b"".join(head)
 
 
