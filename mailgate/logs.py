@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any
 
 _LOGGER = logging.getLogger("mailgate")
 
+# The single writer logs several lines a mail: each is built with as little work as gives
+# the same text (a quote check by one regex search, the JSON string encoder itself, a record
+# made without logging's walk of the stack).
+_NEEDS_QUOTES = re.compile('[ "=\n\r\t]').search
+_JSON_STRING = json.encoder.encode_basestring  # json.dumps(text, ensure_ascii=False) for a str
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
 
 def _quote(value: Any) -> str:
-    text = str(value)
-    if text == "" or any(c in text for c in ' "=\n\r\t'):
-        return json.dumps(text, ensure_ascii=False)
+    text = value if type(value) is str else str(value)
+    if text == "" or _NEEDS_QUOTES(text):
+        return _JSON_STRING(text)
     return text
 
 
@@ -29,7 +37,7 @@ class KeyValueFormatter(logging.Formatter):
         name, fields = _event_and_fields(record)
         line = f"level={record.levelname.lower()} event={name}"
         if fields:
-            line += " " + " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
+            line += " " + " ".join([f"{k}={_quote(v)}" for k, v in fields.items()])
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -42,7 +50,7 @@ class JsonFormatter(logging.Formatter):
         doc.update(fields)
         if record.exc_info:
             doc["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False, default=str)
+        return _JSON_LINE(doc)
 
 
 def setup(fmt: str = "kv", level: int = logging.INFO) -> None:
@@ -69,17 +77,40 @@ def settings() -> tuple[str, int]:
     return ("json" if json_lines else "kv"), _LOGGER.level or logging.INFO
 
 
+def _emit(level: int, name: str, exc_info: bool, fields: dict[str, Any]) -> None:
+    """What Logger.log does, the record naming the code that called event/info/warning/error
+    (two frames up) instead of asking logging.findCaller to walk the stack for it (it stopped
+    at this module anyway)."""
+    logger = _LOGGER
+    if not logger.isEnabledFor(level):
+        return
+    caller = sys._getframe(2)
+    code = caller.f_code
+    record = logger.makeRecord(
+        logger.name,
+        level,
+        code.co_filename,
+        caller.f_lineno,
+        name,
+        (),
+        sys.exc_info() if exc_info else None,
+        code.co_name,
+        {"fields": fields},
+    )
+    logger.handle(record)
+
+
 def event(name: str, level: int = logging.INFO, exc_info: bool = False, /, **fields: Any) -> None:
-    _LOGGER.log(level, name, extra={"fields": fields}, exc_info=exc_info)
+    _emit(level, name, exc_info, fields)
 
 
 def info(name: str, /, **fields: Any) -> None:
-    event(name, logging.INFO, False, **fields)
+    _emit(logging.INFO, name, False, fields)
 
 
 def warning(name: str, /, **fields: Any) -> None:
-    event(name, logging.WARNING, False, **fields)
+    _emit(logging.WARNING, name, False, fields)
 
 
 def error(name: str, /, exc_info: bool = False, **fields: Any) -> None:
-    event(name, logging.ERROR, exc_info, **fields)
+    _emit(logging.ERROR, name, exc_info, fields)
