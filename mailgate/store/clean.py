@@ -78,14 +78,20 @@ def clean_params(params: Any) -> Any:
     return params
 
 
+_NESTED = (list, tuple, dict)
+
+
 def _all_clean(values: Any) -> bool:
+    """No value to clean: no container among them, and their strings together (one check of
+    their concatenation: a NUL or a surrogate is found in it exactly when in one of them)
+    hold nothing refused_in finds."""
+    texts = []
     for v in values:
         if isinstance(v, str):
-            if refused_in(v):
-                return False
-        elif isinstance(v, list | tuple | dict):
+            texts.append(v)
+        elif isinstance(v, _NESTED):
             return False
-    return True
+    return not refused_in("".join(texts))
 
 
 def refused_value(exc: BaseException) -> bool:

@@ -21,6 +21,33 @@ from sqlmodel import Session
 from mailgate.store import clean
 
 
+class Binder:
+    """A compiled statement's parameters as its driver takes them, from a dict by name: in
+    order (a tuple, for a positional paramstyle: SQLite's qmark) or by name (a dict), each not
+    None through its column's converter (SQLite's datetimes to text...), and their strings
+    cleaned (store/clean.py). The positions and converters are worked out once."""
+
+    def __init__(self, order: tuple[str, ...] | None, convert: dict[str, Callable[[Any], Any]]):
+        self.order = order
+        self.convert = tuple(convert.items())
+        self.at = tuple((i, convert[k]) for i, k in enumerate(order or ()) if k in convert)
+
+    def __call__(self, values: dict[str, Any]) -> Any:
+        if self.order is None:
+            bound = dict(values) if self.convert else values
+            for k, convert in self.convert:
+                v = bound.get(k)
+                if v is not None:
+                    bound[k] = convert(v)
+            return clean.clean_params(bound)
+        params = [values[k] for k in self.order]
+        for i, convert in self.at:
+            v = params[i]
+            if v is not None:
+                params[i] = convert(v)
+        return clean.clean_params(tuple(params))
+
+
 class _Compiled:
     """One statement for one dialect: its SQL, parameters' order and converters."""
 
@@ -39,6 +66,7 @@ class _Compiled:
         # Values the statement carries itself (`role == "agent"`).
         self.fixed = {n: b.effective_value for n, b in binds if not b.required}
         self.convert: dict[str, Callable[[Any], Any]] = dict(compiled._bind_processors)
+        self.bind = Binder(self.order, self.convert)
         self.keys = tuple(c[0] for c in compiled._result_columns)
         processors = [
             c[3]._cached_result_processor(dialect, None) for c in compiled._result_columns
@@ -47,14 +75,7 @@ class _Compiled:
         self.error = dialect.loaded_dbapi.Error
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        convert = self.convert
-        values = {**self.fixed, **params} if self.fixed else params
-        bound = {
-            k: (convert[k](v) if k in convert and v is not None else v) for k, v in values.items()
-        }
-        args = clean.clean_params(
-            tuple(bound[k] for k in self.order) if self.order is not None else bound
-        )
+        args = self.bind({**self.fixed, **params} if self.fixed else params)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(self.sql, args)

@@ -23,6 +23,7 @@ from sqlmodel import Session, SQLModel
 
 from mailgate.errors import TempFailure
 from mailgate.store import clean
+from mailgate.store.compiled import Binder
 from mailgate.store.schema_version import VERSION_TABLE, SchemaNotCurrent, head_revision
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -246,6 +247,7 @@ class _RowInsert:
         # The same converters SQLAlchemy applies to these columns' values (a private but
         # long-standing attribute: test_store_rows reads back what this writes).
         self.convert = dict(compiled._bind_processors)
+        self.bind = Binder(self.order, self.convert)
         self.error = dialect.loaded_dbapi.Error
         self.fields = _plain_fields(model)
         if any(
@@ -267,13 +269,7 @@ class _RowInsert:
         return snapshot
 
     def run(self, conn: Connection, row: dict[str, Any]) -> int:
-        convert = self.convert
-        bound = {
-            k: (convert[k](v) if k in convert and v is not None else v) for k, v in row.items()
-        }
-        params = clean.clean_params(
-            tuple(bound[k] for k in self.order) if self.order is not None else bound
-        )
+        params = self.bind(row)
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(self.sql, params)
