@@ -294,8 +294,21 @@ def _text(value: str, name: str) -> str | _EncodedText:
     return _encoded_word(value) or _EncodedText(value, name)
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# local@domain with nothing to quote: what nearly every mail is sent to, written as it is.
+_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _addr_spec(addr_spec: str) -> str:
+    """`address(addr_spec).addr_spec`: one addr-spec, its local part quoted if needed; a
+    plain one is what Address would write, without making one (a test compares both)."""
+    if _PLAIN_ADDRESS.fullmatch(addr_spec):
+        return addr_spec
+    return address(addr_spec).addr_spec
+
+
 def _mailbox(addr_spec: str, display_name: str, name: str) -> str | Header:
-    spec = address(addr_spec).addr_spec  # one addr-spec, its local part quoted if needed
+    spec = _addr_spec(addr_spec)
     shown = one_line(display_name, 100)
     if not shown:
         return spec

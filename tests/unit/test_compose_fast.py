@@ -23,11 +23,13 @@ from mailgate.core.compose import _POLICY as COMPAT32
 from mailgate.core.compose import _UTF8 as FAST_UTF8
 from mailgate.core.compose import (
     Outgoing,
+    _addr_spec,
     _EncodedText,
     _headers,
     _mailbox,
     _qp_body,
     _text,
+    address,
     boundary_for,
     compose,
     compose_bytes,
@@ -379,3 +381,13 @@ GOLDEN = {  # sha256 of the bytes as the stdlib's generator wrote them (December
 def test_the_bytes_sent_do_not_change(case: str):
     changes, digest = GOLDEN[case]
     assert hashlib.sha256(compose_bytes(_out(**changes))).hexdigest() == digest
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["a@b", "jean.dupont@client.example", "a+b@c.d", "'x'@y", "~!#$%&*+/=?^_`{|}-@x-y.z",
+     "a..b@c", ".a@b", "a.@b", "a,b@c", '"a b"@c', "a b@c", "a(x)@b", "a@b@c", "a;b@c",
+     "a\\b@c", "é@x.fr", "a@bü.de", "a@[127.0.0.1]", "a@b.", "a@-b"],
+)  # fmt: skip
+def test_an_address_is_written_as_headerregistry_writes_it(spec: str):
+    assert _addr_spec(spec) == address(spec).addr_spec
