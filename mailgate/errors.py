@@ -5,7 +5,9 @@ MailgateError
 ├── Rejected           permanent refusal of a message (SMTP 5xx, deliver exit 65)
 │   └── TooLarge       over max_message_bytes (552)
 ├── TempFailure        transient fault inside mailgate (SMTP 451, deliver exit 75)
-└── NotFound           a CLI/portal lookup found nothing
+├── NotFound           a CLI/portal lookup found nothing
+└── WouldWait          a step asked not to wait (on the network) would have to: run it where
+                       it may (an SMTP front's sender check on its event loop)
 """
 
 
@@ -46,3 +48,7 @@ class TempFailure(MailgateError):
 
 class NotFound(MailgateError):
     """A ticket, account or quarantine item that does not exist."""
+
+
+class WouldWait(MailgateError):
+    """A step asked not to wait would have to (senderauth's cache_only: a DNS query due)."""

@@ -21,6 +21,7 @@ system instead of staying in its heap.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import mmap
@@ -194,6 +195,7 @@ class ParseWorkers:
         self.recycle_bytes = recycle_bytes
         self._ctx: Any = None
         self._idle: queue.Queue[_Worker | None] | None = None
+        self._slots: asyncio.Semaphore | None = None  # parse_async's turns: one per worker
 
     def start(self) -> None:
         ctx = multiprocessing.get_context("forkserver")
@@ -247,6 +249,58 @@ class ParseWorkers:
         except TempFailure:
             return None
 
+    @property
+    def started(self) -> bool:
+        return self._idle is not None
+
+    async def parse_async(self, raw: bytes) -> InboundMail:
+        """`self(raw)` for a mail under BY_BLOB_BYTES, awaited on an event loop instead of
+        holding a thread: the reply is waited for with the loop's reader on the pipe. Same
+        deadline, outcomes and errors; a worker to (re)start is started in a thread."""
+        idle = self._idle
+        if idle is None or len(raw) >= BY_BLOB_BYTES:
+            return await asyncio.to_thread(self, raw)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.workers)
+        async with self._slots:  # the loop's parses wait here, not in idle.get()
+            try:
+                worker = idle.get_nowait()
+            except queue.Empty:  # a thread has one (a big mail): wait for it there
+                worker = await asyncio.to_thread(idle.get)
+            try:
+                if worker is None:  # a killed one, replaced now
+                    worker = await asyncio.to_thread(self._spawn)
+                request = INLINE + raw
+                try:
+                    worker.conn.send_bytes(request)  # (fits the pipe: the worker reads it all)
+                except OSError:  # it died while idle: not this mail's fault (see __call__)
+                    worker.kill()
+                    worker = None
+                    worker = await asyncio.to_thread(self._spawn)
+                    worker.conn.send_bytes(request)
+                del request
+                if not await _readable(worker.conn, self.timeout):
+                    worker.kill()
+                    worker = None
+                    logs.warning("parse.deadline", seconds=self.timeout, size=len(raw))
+                    raise MailParseError(f"over a limit: parsing took more than {self.timeout:g} s")
+                kind, value = pickle.loads(worker.conn.recv_bytes())  # noqa: S301
+            except (EOFError, OSError) as exc:
+                if worker is not None:
+                    with contextlib.suppress(OSError):
+                        worker.kill()
+                    worker = None
+                raise ParseCrashed(f"parse worker died: {type(exc).__name__}") from exc
+            except BaseException:  # cancelled while it parses: its reply would be the next's
+                if worker is not None:
+                    with contextlib.suppress(OSError):
+                        worker.kill()
+                    worker = None
+                raise
+            finally:
+                idle.put(worker)
+        return _outcome(kind, value)
+
     def __call__(self, raw: bytes) -> InboundMail:
         idle = self._idle
         if idle is None:
@@ -280,10 +334,29 @@ class ParseWorkers:
             if worker is not None and len(raw) >= self.recycle_bytes:
                 worker = self._recycle(worker)
             idle.put(worker)
-        if kind == "ok":
-            return value  # type: ignore[no-any-return]
-        if kind == "refused":
-            raise MailParseError(value)
-        if kind == "tempfail":
-            raise TempFailure(value)
-        raise ParseCrashed(value)
+        return _outcome(kind, value)
+
+
+def _outcome(kind: str, value: Any) -> InboundMail:
+    """A worker's reply: the mail, or the error it stands for."""
+    if kind == "ok":
+        return value  # type: ignore[no-any-return]
+    if kind == "refused":
+        raise MailParseError(value)
+    if kind == "tempfail":
+        raise TempFailure(value)
+    raise ParseCrashed(value)
+
+
+async def _readable(conn: Connection, timeout: float) -> bool:
+    """Whether `conn` has something to read (a reply, or the end) within `timeout`."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    fd = conn.fileno()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(True))
+    try:
+        return await asyncio.wait_for(ready, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)

@@ -10,6 +10,11 @@ only feeds them DNS answers, under three rules that keep intake from ever stalli
   not pay for it either.
 Queries go over UDP on a *connected* socket (so an ICMP "port unreachable" is an immediate
 error, not a wait) with dnspython's wire code, then TCP when the answer is truncated.
+
+Within `DnsSenderVerifier.cache_only()` (an SMTP front checks a small mail on its event loop,
+no thread) a check that would send a query raises WouldWait instead, and nothing it found is
+kept: the caller runs it again where waiting is allowed. A check the cache answers whole gives
+the verdict it would give anyway (same cache, same code; only the question is not sent).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, NoReturn
 
 import dkim
@@ -42,6 +49,7 @@ from mailgate.core.dmarc import (
     pick_record,
 )
 from mailgate.core.limits import body_start
+from mailgate.errors import WouldWait
 
 __all__ = ["DnsCache", "DnsSenderVerifier", "parse_resolver"]
 
@@ -58,6 +66,11 @@ class DnsUnavailable(Exception):
 
 class DnsTempError(Exception):
     """One query failed (SERVFAIL, a malformed answer): that check is unknown, not the rest."""
+
+
+# Set by DnsSenderVerifier.cache_only(): checks in this context send no query (a ContextVar:
+# a thread the loop hands work to does not inherit it once the block is left).
+_CACHE_ONLY: ContextVar[bool] = ContextVar("mailgate_dns_cache_only", default=False)
 
 
 def parse_resolver(spec: str) -> list[tuple[str, int]]:
@@ -124,6 +137,8 @@ class _MessageDns:
         self._deadline = deadline
         self.stopped = ""  # why the DNS work of this message ended early ("" = it did not)
         self.temp_errors = 0
+        self.cache_only = _CACHE_ONLY.get()
+        self.needed_network = False  # a query was due (cache_only): the checks count for nothing
 
     def query(self, name: str, rdtype: str) -> tuple[Any, ...]:
         key = (name.lower().rstrip("."), rdtype)
@@ -140,6 +155,9 @@ class _MessageDns:
         remaining = self._deadline - self._v.clock()
         if remaining <= 0:
             self._stop("out of time")
+        if self.cache_only:  # (a library may swallow this; `verify` looks at the mark)
+            self.needed_network = True
+            raise WouldWait(f"DNS: {key[0]} {rdtype} is not in the cache")
         try:
             answers, ttl = self._v.ask(key[0], rdtype, remaining)
         except DnsTempError:
@@ -219,6 +237,16 @@ class DnsSenderVerifier:
         self.down_seconds = down_seconds
         self._down_until = 0.0
 
+    @staticmethod
+    @contextmanager
+    def cache_only() -> Iterator[None]:
+        """Checks made within send no DNS query: WouldWait instead (see the docstring)."""
+        token = _CACHE_ONLY.set(True)
+        try:
+            yield
+        finally:
+            _CACHE_ONLY.reset(token)
+
     def warm(self) -> None:
         """Load the public suffix list now (~0.3 s of CPU): `serve` calls this at start, so
         the first mail needing a DMARC lookup does not stall every session behind it."""
@@ -284,8 +312,12 @@ class DnsSenderVerifier:
         try:
             verdict = self._verify(lookups, raw, domain, mail_from, helo, client_ip)
         except Exception as exc:  # a library bug must not cost the mail: unproven, logged
+            if lookups.needed_network:
+                raise WouldWait(f"DNS for {domain}") from None
             logs.warning("sender_trust.error", domain=domain, error=repr(exc)[:300])
             return Verdict("none", "", domain, f"verification error: {type(exc).__name__}")
+        if lookups.needed_network:
+            raise WouldWait(f"DNS for {domain}")
         if verdict.result != "pass" and lookups.stopped:
             return Verdict("none", verdict.method, domain, f"dns {lookups.stopped}")
         return verdict

@@ -9,6 +9,7 @@ import dkim
 import pytest
 
 from mailgate.adapters.senderauth import DnsCache, DnsSenderVerifier
+from mailgate.errors import WouldWait
 from tests.support.dnsserver import (  # noqa: F401 (dns_server_fixture provides `dns_server`)
     LoopbackDns,
     closed_port,
@@ -237,3 +238,30 @@ def test_cache_is_bounded_least_recently_used_first():
     assert cache.get(("a.example", "TXT")) == (b"a",) and cache.get(("c.example", "TXT"))
     clock.now += 301
     assert cache.get(("a.example", "TXT")) is None
+
+
+def test_cache_only_sends_nothing_and_gives_the_same_verdicts_once_cached(
+    dns_server: LoopbackDns, key
+):
+    """An SMTP front checks small mails on its event loop within cache_only(): a check that
+    would send a query raises WouldWait and keeps nothing; one the cache answers whole gives
+    what the check without it gives."""
+    publish_key(dns_server, key, "example.com")
+    dns_server.txt("_dmarc.example.com", "v=DMARC1; p=quarantine")
+    dns_server.txt("example.com", SPF)
+    v = DnsSenderVerifier(resolver=dns_server.address, timeout=2.0, clock=Clock())
+    cases = [
+        (signed(mail(), key[0], "example.com"), BAD_IP),
+        (mail(), BAD_IP),
+        (mail(), GOOD_IP),
+    ]
+    for raw, ip in cases:
+        with v.cache_only(), pytest.raises(WouldWait):
+            check(v, raw, ip=ip)
+    assert dns_server.queries == []
+    online = [check(v, raw, ip=ip) for raw, ip in cases]
+    asked = dns_server.queries
+    with v.cache_only():
+        assert [check(v, raw, ip=ip) for raw, ip in cases] == online
+    assert dns_server.queries == asked
+    assert [o.result for o in online] == ["pass", "fail", "pass"]

@@ -49,6 +49,7 @@ from mailgate.adapters.smtp import (
     start_listener,
     store_prepared,
 )
+from mailgate.adapters.smtp.prepare import prepare, replay_parses
 from mailgate.errors import MailgateError, TempFailure
 from mailgate.metrics import Metrics
 from mailgate.services.ingest import INLINE_RAW_BYTES, CrashElsewhere, Delivery, Envelope, Ingestor
@@ -346,7 +347,7 @@ async def remote_ingest(
     ingestor: Ingestor, link: ServeLink, raw: bytes, envelope: Envelope
 ) -> list[Delivery]:
     """Prepare here; serve commits. A big mail crosses without its bytes (already a blob)."""
-    prepared = await asyncio.to_thread(ingestor.prepare, raw, envelope)
+    prepared = await prepare(ingestor, raw, envelope)  # on the loop when it need not wait
     crash = prepared.crash
     if crash is not None:  # what recover records, as text (an exception may not pickle)
         prepared.crash = CrashElsewhere(type(crash).__name__, str(crash))
@@ -370,6 +371,7 @@ async def run_sessions(app: Any, control: socket.socket, sockets: list[socket.so
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="front"))
     cfg = app.config
     await asyncio.to_thread(app.parsers.start)
+    replay_parses(app.ingestor)  # prepare() parses on the loop, then prepare meets that parse
     if app.ingestor.verifier is not None:
         await asyncio.to_thread(app.ingestor.verifier.warm)
     control.setblocking(False)
