@@ -10,6 +10,7 @@ with plain named parameters (no IN lists, no SQL-side defaults to fetch)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +20,31 @@ from sqlalchemy.sql.expression import Executable
 from sqlmodel import Session
 
 from mailgate.store import clean
+
+_CURSOR = "mailgate.cursor"
+
+
+def dbapi_cursor(fairy: Any) -> Any:
+    """The cursor these statements run on, for the pooled connection `fairy`
+    (Connection.connection): made once per DBAPI connection and kept in its pool record's
+    `info`, where a new DBAPI connection (after an invalidation) finds none of its own. One
+    per statement cost psycopg a new adapters map and every parameter's dumper looked up
+    again. Statements here fetch every row they return, leaving nothing in progress on it."""
+    dbapi = fairy.dbapi_connection
+    kept = fairy.info.get(_CURSOR)
+    if kept is not None and kept[0] is dbapi:
+        return kept[1]
+    cursor = dbapi.cursor()
+    fairy.info[_CURSOR] = (dbapi, cursor)
+    return cursor
+
+
+def forget_cursor(fairy: Any) -> None:
+    """After an error on it: the next statement gets a new cursor."""
+    kept = fairy.info.pop(_CURSOR, None)
+    if kept is not None:
+        with contextlib.suppress(Exception):  # a connection lost may refuse even this
+            kept[1].close()
 
 
 class Binder:
@@ -76,14 +102,14 @@ class _Compiled:
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         args = self.bind({**self.fixed, **params} if self.fixed else params)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        fairy = conn.connection
+        cursor = dbapi_cursor(fairy)
         try:
             cursor.execute(self.sql, args)
             rows = cursor.fetchall() if cursor.description is not None else []
         except self.error as exc:  # as SQLAlchemy reports it: IntegrityError, OperationalError...
+            forget_cursor(fairy)
             raise DBAPIError.instance(self.sql, None, exc, self.error) from exc
-        finally:
-            cursor.close()
         results = self.results
         if results is None:
             return [tuple(r) for r in rows]

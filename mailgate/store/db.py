@@ -23,7 +23,7 @@ from sqlmodel import Session, SQLModel
 
 from mailgate.errors import TempFailure
 from mailgate.store import clean
-from mailgate.store.compiled import Binder
+from mailgate.store.compiled import Binder, dbapi_cursor, forget_cursor
 from mailgate.store.schema_version import VERSION_TABLE, SchemaNotCurrent, head_revision
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -186,12 +186,13 @@ def fast_savepoints(dialect: Dialect) -> None:
         return preparer.format_savepoint(None, name)
 
     def run(conn: Connection, sql: str) -> None:
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        fairy = conn.connection
+        cursor = dbapi_cursor(fairy)
         try:
             cursor.execute(sql)
         except error as exc:
-            conn._handle_dbapi_exception(exc, sql, (), cursor, None)  # raises (closes cursor)
-        cursor.close()
+            forget_cursor(fairy)
+            conn._handle_dbapi_exception(exc, sql, (), cursor, None)  # raises
 
     def do_savepoint(conn: Connection, name: str) -> None:
         run(conn, f"SAVEPOINT {quoted(name)}")
@@ -270,14 +271,15 @@ class _RowInsert:
 
     def run(self, conn: Connection, row: dict[str, Any]) -> int:
         params = self.bind(row)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        fairy = conn.connection
+        cursor = dbapi_cursor(fairy)
         try:
             cursor.execute(self.sql, params)
-            return int(cursor.fetchone()[0])
+            (row_id,) = cursor.fetchall()[0]  # every row: the INSERT is done, not in progress
         except self.error as exc:  # as SQLAlchemy reports it: IntegrityError, OperationalError...
+            forget_cursor(fairy)
             raise DBAPIError.instance(self.sql, None, exc, self.error) from exc
-        finally:
-            cursor.close()
+        return int(row_id)
 
 
 def _plain_fields(model: type[SQLModel]) -> tuple[str, ...] | None:

@@ -21,7 +21,7 @@ from mailgate.core.tokens import LinkTokens
 from mailgate.services.accounts import Accounts
 from mailgate.services.receipts import claim_receipt, record_decision
 from mailgate.store.compiled import Statement
-from mailgate.store.db import Database
+from mailgate.store.db import Database, insert_values
 from mailgate.store.models import Account, Receipt
 
 ACCOUNT: Any = Account.__table__  # type: ignore[attr-defined]
@@ -107,3 +107,38 @@ def test_find_answers_as_the_orm_query(db: Database) -> None:
         assert pending is not None and pending.id is not None
     with db.read() as session:
         assert accounts.find(session, "e@x.example").name == "Eve"  # type: ignore[union-attr]
+
+
+def test_one_cursor_per_connection_and_a_new_one_after_an_error(db: Database) -> None:
+    """The statements run on one cursor kept per DBAPI connection (store.compiled.dbapi_cursor):
+    an INSERT ... RETURNING leaves nothing in progress on it (the commit goes through), and
+    after an error the next statement gets a new cursor on the same transaction."""
+    made: list[Any] = []
+    ids = Statement(select(ACCOUNT.c.id).order_by(ACCOUNT.c.id))
+    with db.write() as session:
+        fairy = session.connection().connection
+        real = fairy.dbapi_connection
+
+        class Counting:  # the DBAPI connection, counting the cursors it makes
+            def cursor(self) -> Any:
+                made.append(real.cursor())
+                return made[-1]
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        fairy.info.pop("mailgate.cursor", None)
+        fairy.dbapi_connection = Counting()
+        try:
+            first = insert_values(session, Account, email="g@x.example", created_at=WHEN)
+            second = insert_values(session, Account, email="h@x.example", created_at=WHEN)
+            assert ids.rows(session) == [(first.id,), (second.id,)] and len(made) == 1
+            with pytest.raises(IntegrityError), session.begin_nested():
+                insert_values(session, Account, email="g@x.example", created_at=WHEN)
+            third = insert_values(session, Account, email="i@x.example", created_at=WHEN)
+            assert len(made) == 2 and third.id is not None
+        finally:
+            fairy.dbapi_connection = real
+            fairy.info.pop("mailgate.cursor", None)
+    with db.read() as session:
+        assert [r[0] for r in ids.rows(session)] == [first.id, second.id, third.id]
