@@ -31,6 +31,7 @@ from mailgate import cli_warm, logs, supervise
 EX_SOFTWARE = 70
 READ_TIMEOUT = 5.0  # a caller that connects and sends nothing holds no one up for longer
 STOP_TIMEOUT = 60.0  # serve stopping: commands in hand get this long to finish
+NICENESS = 10
 
 
 def preload() -> None:
@@ -379,4 +380,10 @@ async def keep_warm(sock_path: Path, stop: asyncio.Event) -> None:
 
 if __name__ == "__main__":
     logs.setup("json" if sys.argv[2:] == ["json"] else "kv")
+    try:
+        # Mail before admin commands: its imports at serve's start, and the commands, yield
+        # the CPU to intake (best effort: systemd's SystemCallFilter refuses setpriority).
+        os.nice(NICENESS)
+    except OSError:
+        pass
     sys.exit(WarmServer(Path(sys.argv[1])).run())
