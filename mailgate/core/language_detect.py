@@ -21,7 +21,11 @@ from mailgate.core.quotes import strip_quotes
 
 MIN_LETTERS = 20  # fewer letters than this: too little text to tell
 MIN_CONFIDENCE = 0.8  # the best language's share of the two (or more) candidates
-SAMPLE_CHARS = 300  # the first characters of the new text are enough, and bound the cost
+# The first characters of the new text are enough, and bound the cost (lingua's is linear in
+# them: ~0.43 us each). 200, not 300: on 1861 French and English paragraphs (man pages) 1853
+# answers are the same (the rest: None instead of a language, or the other way), for a third
+# less of the parse worker's largest cost.
+SAMPLE_CHARS = 200
 QUOTE_SCAN_CHARS = 2000  # quoted history is looked for in the mail's beginning only
 
 
