@@ -351,12 +351,17 @@ def _outcome(kind: str, value: Any) -> InboundMail:
 async def _readable(conn: Connection, timeout: float) -> bool:
     """Whether `conn` has something to read (a reply, or the end) within `timeout`."""
     loop = asyncio.get_running_loop()
-    ready = loop.create_future()
+    ready: asyncio.Future[bool] = loop.create_future()
+
+    def settle(value: bool) -> None:
+        if not ready.done():
+            ready.set_result(value)
+
     fd = conn.fileno()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(True))
+    loop.add_reader(fd, settle, True)
+    deadline = loop.call_later(timeout, settle, False)  # (wait_for costs a task more)
     try:
-        return await asyncio.wait_for(ready, timeout)
-    except TimeoutError:
-        return False
+        return await ready
     finally:
+        deadline.cancel()
         loop.remove_reader(fd)

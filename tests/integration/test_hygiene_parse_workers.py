@@ -6,6 +6,7 @@ and come back as BlobRefs; a worker that parsed a big mail is replaced."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import multiprocessing
 import os
@@ -246,3 +247,32 @@ def test_a_stored_big_mail_is_mapped_by_the_worker_never_held_whole(tmp_path, ct
     assert (mail.subject, mail.from_addr) == ("Gros fichier", "jean@client.example")
     assert [a.filename for a in mail.attachments] == ["dump.bin"]
     assert (peak - before) * 1024 < len(raw) // 3, f"the worker rose by {peak - before} KiB"
+
+
+def test_parse_async_gives_what_a_blocking_parse_gives_and_keeps_the_deadline(
+    workers: ParseWorkers,
+):
+    """parse_async (an SMTP front's parse, on its event loop): the mail, a crash, a worker
+    dying mid-parse, a hung parse stopped at the deadline while others go on; each time the
+    next parse works, on a replaced worker when one was lost."""
+
+    async def outcome(raw: bytes) -> str:
+        try:
+            return (await workers.parse_async(raw)).subject
+        except (MailParseError, ParseCrashed) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    async def run() -> list[str]:
+        hung = asyncio.create_task(outcome(MAIL.replace(b"Bonjour", b"HANG")))
+        others = [await outcome(MAIL.replace(b"Bonjour", word)) for word in (b"BOOM", b"DIE")]
+        return [await hung, *others, *[await outcome(MAIL) for _ in range(4)]]
+
+    started = time.monotonic()
+    assert asyncio.run(run()) == [
+        "MailParseError: over a limit: parsing took more than 1 s",
+        "ParseCrashed: KeyError: 'an unexpected bug'",
+        "ParseCrashed: parse worker died: EOFError",
+        *["Bonjour"] * 4,
+    ]
+    assert time.monotonic() - started < 10
+    assert workers(MAIL).subject == "Bonjour"  # the blocking path shares the same workers
