@@ -45,6 +45,7 @@ The limits' queries are in outbound_limits.py; this module decides what a verdic
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,6 +88,11 @@ class Transport(Protocol):
 
     def check(self) -> str: ...
 
+
+# compose.address is pure: an address found good once (the support address, a customer's
+# for the confirmation and then the activation) is not parsed again. A refusal is not kept
+# (lru_cache keeps no exception): it is raised every time.
+_checked_address = functools.lru_cache(maxsize=1024)(address)
 
 # Automatic (null sender, Auto-Submitted) like core's list; the digest is ours alone.
 _AUTOMATIC = AUTOMATIC_KINDS | {DIGEST_KIND}
@@ -249,7 +255,7 @@ class Mailer:
         # Refused here, in the caller's transaction, as composing the mail here used to.
         for addr in (to_addr, reply_to, cfg.support_address):
             if addr:
-                address(addr)
+                _checked_address(addr)
         params = encode_params(
             locale=lang,
             context=ctx,

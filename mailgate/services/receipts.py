@@ -35,23 +35,23 @@ _CLAIMED = (
 )
 # Compiled once and run on the session's DBAPI connection (store/compiled.py): the writer
 # runs these three for every delivery.
-_CLAIM = {
-    name: Statement(
-        dialect.insert(_TABLE)
+_CLAIM = Statement(
+    {
+        name: dialect.insert(_TABLE)
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(_TABLE.c.id),
-        column_keys=_CLAIMED,
-    )
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+        .returning(_TABLE.c.id)
+        for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+    },
+    column_keys=_CLAIMED,
+)
 # The same raw mail to several of our addresses (or claimed again after a crash) is one row.
-_STORE_RAW = {
-    name: Statement(
-        dialect.insert(_RAW).on_conflict_do_nothing(index_elements=["sha256"]),
-        column_keys=("sha256", "data"),
-    )
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+_STORE_RAW = Statement(
+    {
+        name: dialect.insert(_RAW).on_conflict_do_nothing(index_elements=["sha256"])
+        for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+    },
+    column_keys=("sha256", "data"),
+)
 _READ_RAW = select(_RAW.c.data).where(_RAW.c.sha256 == bindparam("sha256"))
 _DECIDE = Statement(
     update(_TABLE)
@@ -87,8 +87,7 @@ def claim_receipt(
         "decided_by": "",
         "received_at": now,
     }
-    claim = _CLAIM[session.connection().dialect.name]
-    return claim.scalar(session, values)
+    return _CLAIM.scalar(session, values)
 
 
 def record_decision(
@@ -107,8 +106,7 @@ def record_decision(
 
 def store_raw(session: Session, sha: str, raw: bytes) -> None:
     """Keep a small raw message in this transaction: durable with the receipt's commit."""
-    store = _STORE_RAW[session.connection().dialect.name]
-    store.rows(session, {"sha256": sha, "data": raw})
+    _STORE_RAW.rows(session, {"sha256": sha, "data": raw})
 
 
 def stored_raw(session: Session, sha: str) -> bytes | None:

@@ -11,7 +11,7 @@ with plain named parameters (no IN lists, no SQL-side defaults to fetch)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Dialect
@@ -119,9 +119,15 @@ class _Compiled:
 class Statement:
     """A Core statement to run in a session's transaction, compiled on first use per dialect.
 
-    `column_keys`: for an INSERT, the columns given (the others are left to their defaults)."""
+    `statement`: one for every dialect, or one per dialect name (a dialect's own construct,
+    such as its INSERT ... ON CONFLICT); `column_keys`: for an INSERT, the columns given (the
+    others are left to their defaults)."""
 
-    def __init__(self, statement: Executable, column_keys: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        statement: Executable | Mapping[str, Executable],
+        column_keys: Sequence[str] | None = None,
+    ) -> None:
         self.statement = statement
         self.column_keys = column_keys
         self._compiled: dict[str, _Compiled] = {}
@@ -130,7 +136,10 @@ class Statement:
         name = conn.dialect.name
         found = self._compiled.get(name)
         if found is None:
-            found = self._compiled[name] = _Compiled(self.statement, conn.dialect, self.column_keys)
+            statement = (
+                self.statement[name] if isinstance(self.statement, Mapping) else self.statement
+            )
+            found = self._compiled[name] = _Compiled(statement, conn.dialect, self.column_keys)
         return found
 
     def rows(self, session: Session, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
