@@ -23,7 +23,7 @@ from sqlmodel import Session, SQLModel
 
 from mailgate.errors import TempFailure
 from mailgate.store import clean
-from mailgate.store.compiled import Binder, dbapi_cursor, forget_cursor
+from mailgate.store.compiled import Binder, dbapi_cursor, forget_cursor, session_connection
 from mailgate.store.schema_version import VERSION_TABLE, SchemaNotCurrent, head_revision
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -311,7 +311,7 @@ def insert_values(session: Session, model: type[M], **values: Any) -> M:
     is not in the session: its fields read as a row's do, and setting one raises
     (AttributeError) rather than being silently lost. Load the row (`session.get`) to change
     it. Strings are cleaned as on every statement (store/clean.py)."""
-    conn = session.connection()
+    conn = session_connection(session)
     spec = _INSERTS.get((model, conn.dialect.name))
     if spec is None:
         spec = _INSERTS[(model, conn.dialect.name)] = _RowInsert(model, conn.dialect)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, PendingRollbackError
 from sqlmodel import Session
 
 from mailgate.clock import FixedClock, as_utc
@@ -20,7 +20,7 @@ from mailgate.core.enums import Outcome, Role, Step
 from mailgate.core.tokens import LinkTokens
 from mailgate.services.accounts import Accounts
 from mailgate.services.receipts import claim_receipt, record_decision
-from mailgate.store.compiled import Statement
+from mailgate.store.compiled import Statement, session_connection
 from mailgate.store.db import Database, insert_values
 from mailgate.store.models import Account, Receipt
 
@@ -142,3 +142,27 @@ def test_one_cursor_per_connection_and_a_new_one_after_an_error(db: Database) ->
             fairy.info.pop("mailgate.cursor", None)
     with db.read() as session:
         assert [r[0] for r in ids.rows(session)] == [first.id, second.id, third.id]
+
+
+def test_session_connection_answers_as_session_connection(db: Database) -> None:
+    """store.compiled.session_connection: the connection session.connection() returns, a
+    savepoint begun on first use in it, and the same refusal once a failed flush has
+    deactivated the savepoint."""
+    with Session(db.write_engine) as session, session.begin():
+        root = session_connection(session)
+        assert root is session.connection()
+        with session.begin_nested():
+            assert not root.in_nested_transaction()
+            assert session_connection(session) is root and root.in_nested_transaction()
+        savepoint = session.begin_nested()
+        _account(session, "j@x.example")
+        session.add(Account(email="j@x.example", security_stamp="s", created_at=WHEN))
+        with pytest.raises(IntegrityError):
+            session.flush()
+        with pytest.raises(PendingRollbackError) as ours:
+            session_connection(session)
+        with pytest.raises(PendingRollbackError) as theirs:
+            session.connection()
+        assert str(ours.value) == str(theirs.value)
+        savepoint.rollback()
+        assert session_connection(session) is root
