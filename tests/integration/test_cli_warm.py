@@ -68,6 +68,12 @@ class WarmServe:
         return re.findall(r"event=cli_warm.ran command=(\"[^\"]*\"|\S+) pid=\d+ code=(-?\d+)",
                           self.log.read_text())  # fmt: skip
 
+    def ran_until(self, count: int) -> list[tuple[str, str]]:
+        """`ran()` once it holds `count` lines: the warm process logs a command after the
+        command's caller has its exit status, so the line may come a moment later."""
+        wait_until(lambda: len(self.ran()) >= count, 60, f"{count} cli_warm.ran lines")
+        return self.ran()
+
     def refused(self) -> list[str]:
         return re.findall(r"event=cli_warm.refused reason=(\"[^\"]*\"|\S+)", self.log.read_text())
 
@@ -117,13 +123,13 @@ def test_commands_run_warm_say_what_they_say_in_their_own_process(warm: WarmServ
         warmed = run(warm.config, *args)
         assert warmed == local, args
     assert json_tickets(run(warm.config, "ticket", "list", "--json")[1]) == ["Écran noir"]
-    ran = warm.ran()[before:]
+    ran = warm.ran_until(before + 10)[before:]
     assert [code for _, code in ran] == ["0", "0", "0", "1", "0", "0", "0", "64", "0", "0"]
     assert ran[0][0] == '"ticket list"'
     # A command that writes: run once, by the warm process, as its own process would.
     code, out, _ = run(warm.config, "agent", "add", "warm-agent@example.com", "--name", "W")
     assert code == 0 and "warm-agent@example.com" in out
-    assert warm.ran()[-1] == ('"agent add"', "0")
+    assert warm.ran_until(before + 11)[-1] == ('"agent add"', "0")
     assert run(warm.config, "agent", "list", "--json")[1].count("warm-agent@example.com") == 1
 
 
@@ -195,7 +201,7 @@ def test_code_changed_since_the_warm_process_started_is_run_by_the_caller_and_a_
     assert "event=cli_warm.exited code=0" in warm.log.read_text()
     assert len(warm.ran()) == before_ran  # the refused one ran in the caller's process
     assert run(warm.config, "ticket", "list")[0] == 0
-    assert len(warm.ran()) == before_ran + 1
+    assert len(warm.ran_until(before_ran + 1)) == before_ran + 1
 
 
 def test_the_callers_ctrl_c_reaches_the_command_and_serve_killed_takes_the_warm_process_down(
@@ -212,7 +218,7 @@ def test_the_callers_ctrl_c_reaches_the_command_and_serve_killed_takes_the_warm_
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err
-        assert w.ran()[-1] == ("check-config", "130")
+        assert w.ran_until(1)[-1] == ("check-config", "130")
         conn.close()
 
         warm_pid = w.warm_pids()[-1]
