@@ -34,13 +34,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mailgate import frames, logs
+from mailgate import frames, logs, supervise
 from mailgate.adapters.smtp import (
     DataBudget,
     InboundHandler,
@@ -148,24 +147,15 @@ class SmtpFronts:
             sock.close()
 
     async def _keep_running(self, index: int) -> None:
-        delay = 0.5
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            try:
-                code: int | None = await self._supervise(index)
-            except Exception:  # fault barrier: the listener must come back
+        def on_exit(code: int | None, restart_in: float, crashed: bool) -> None:
+            if crashed:  # the supervision itself failed: the listener must come back anyway
                 logs.error("smtp_front.supervisor_crashed", index=index, exc_info=True)
-                code = None
-            if self._stopping.is_set():
-                return
-            if time.monotonic() - started > 60:
-                delay = 0.5  # it had been running fine: this is a fresh failure
-            logs.error("smtp_front.exited", index=index, code=code, restart_in=delay)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
-                pass
-            delay = min(self.max_restart_delay, delay * 2)
+            logs.error("smtp_front.exited", index=index, code=code, restart_in=restart_in)
+
+        await supervise.keep_running(
+            lambda: self._supervise(index), self._stopping, on_exit,
+            max_delay=self.max_restart_delay,
+        )  # fmt: skip
 
     async def _supervise(self, index: int) -> int:
         proc, ours = await asyncio.to_thread(self._spawn)
