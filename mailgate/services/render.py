@@ -27,7 +27,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale
-from babel.dates import format_date, format_time, get_timezone_name
+from babel.dates import (
+    format_date,
+    format_time,
+    get_date_format,
+    get_time_format,
+    get_timezone_name,
+    tokenize_pattern,
+)
 from babel.numbers import format_decimal
 from jinja2 import (
     Environment,
@@ -120,8 +127,10 @@ class MailRenderer:
         return Rendered(subject=subject, text=text, html=html)
 
 
+@lru_cache(maxsize=32)
 def _moment(value: datetime | str, tz: str, default_tz: str) -> datetime:
-    """`value` on the recipient's clock (`tz`, else the site's)."""
+    """`value` on the recipient's clock (`tz`, else the site's). Kept for the three filters
+    a template applies to the same time."""
     at = datetime.fromisoformat(value) if isinstance(value, str) else value
     at = at.replace(tzinfo=UTC) if at.tzinfo is None else at  # stored times are UTC
     try:
@@ -141,13 +150,57 @@ def _locale(lang: str) -> Locale:
     return Locale.parse(lang)
 
 
+# Pattern letters that read only the local date (of a date pattern), or only the local hour
+# and minute (of a time pattern). A pattern of such fields alone writes the same text for
+# every moment of that day, or of that minute: its result is kept by day or by minute (each
+# mail's time differs, to the microsecond, so a key of the exact time never hits). Babel
+# formats the date of a datetime, and the time of one already in `tzinfo` as it is
+# (astimezone to its own zone is itself): only the local fields count, whatever the zone's
+# offset, sub-minute ones included. A pattern with any other field is formatted per time.
+_DATE_FIELDS = frozenset("GyYuUQqMLlwWdDFgEec")
+_MINUTE_FIELDS = frozenset("hHkKmabB")
+
+
+@lru_cache(maxsize=64)
+def _coarse(how: str, lang: str) -> bool:
+    """Whether `how`'s pattern in `lang` reads the day only (date_long) or the hour and
+    minute only (time_short)."""
+    if how == "date_long":
+        pattern, allowed = get_date_format("long", locale=_locale(lang)), _DATE_FIELDS
+    else:
+        pattern, allowed = get_time_format("short", locale=_locale(lang)), _MINUTE_FIELDS
+    return all(
+        kind != "field" or value[0] in allowed for kind, value in tokenize_pattern(pattern.pattern)
+    )
+
+
+_BY_DAY_OR_MINUTE: dict[tuple[object, ...], str] = {}
+
+
+def _by_day_or_minute(how: str, at: datetime, lang: str) -> str:
+    if how == "date_long":
+        key: tuple[object, ...] = (how, at.year, at.month, at.day, lang)
+    else:
+        key = (how, at.hour, at.minute, lang)
+    found = _BY_DAY_OR_MINUTE.get(key)
+    if found is None:
+        if len(_BY_DAY_OR_MINUTE) >= 4096:  # days add up over the months: start again
+            _BY_DAY_OR_MINUTE.clear()
+        found = _BY_DAY_OR_MINUTE[key] = _babel(how, at, lang)
+    return found
+
+
+def _babel(how: str, at: datetime, lang: str) -> str:
+    if how == "date_long":
+        return str(format_date(at, "long", locale=_locale(lang)))
+    return str(format_time(at, "short", tzinfo=at.tzinfo, locale=_locale(lang)))
+
+
 @lru_cache(maxsize=256)
 def _formatted(how: str, value: datetime | str, tz: str, default_tz: str, lang: str) -> str:
     at = _moment(value, tz, default_tz)
-    if how == "date_long":
-        return str(format_date(at, "long", locale=_locale(lang)))
-    if how == "time_short":
-        return str(format_time(at, "short", tzinfo=at.tzinfo, locale=_locale(lang)))
+    if how != "zone_name":
+        return _by_day_or_minute(how, at, lang) if _coarse(how, lang) else _babel(how, at, lang)
     # A zone's name depends on the zone, daylight time or not, the offset (the fallback names
     # it: "GMT+05:30") and the language; not on the day.
     assert isinstance(at.tzinfo, ZoneInfo)

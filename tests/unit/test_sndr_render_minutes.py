@@ -1,0 +1,81 @@
+"""services/render.py keeps a formatted date by day and a formatted time by minute (each
+mail's time differs to the microsecond): what a template says must stay what Babel says for
+that very time, for times seconds apart in the same minute, across daylight-saving changes,
+in zones whose offset is not whole minutes (local mean times before 1972) and in languages
+whose digits or patterns differ."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_date, format_time, get_timezone_name
+
+from mailgate.services import render
+from mailgate.services.render import MailRenderer
+
+ZONES = ["Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
+         "Africa/Monrovia", "Europe/Amsterdam", "Asia/Kathmandu", "Pacific/Chatham",
+         "UTC", "Africa/Casablanca"]  # fmt: skip
+LANGS = ["fr", "en", "de", "ar", "fa", "ja", "hi", "ko"]
+
+
+def _expected(at: datetime, zone: str, lang: str) -> str:
+    local = at.astimezone(ZoneInfo(zone))
+    return " | ".join(
+        [
+            format_date(local, "long", locale=lang),
+            format_time(local, "short", tzinfo=local.tzinfo, locale=lang),
+            get_timezone_name(local, "long", locale=lang),
+        ]
+    )
+
+
+def _renderer(tmp_path: Path) -> MailRenderer:
+    for lang in LANGS:
+        (tmp_path / "mail" / lang).mkdir(parents=True)
+        (tmp_path / "mail" / lang / "probe.subject.j2").write_text("t")
+        (tmp_path / "mail" / lang / "probe.txt.j2").write_text(
+            "{{ at|date_long }} | {{ at|time_short }} | {{ at|zone_name }}"
+        )
+    return MailRenderer(tmp_path, "fr", "Europe/Paris")
+
+
+def test_times_seconds_apart_read_as_babel_formats_each(tmp_path: Path):
+    renderer = _renderer(tmp_path)
+    rng = random.Random(1972)
+    starts = [
+        datetime(2026, 3, 29, 0, 58, 59, 999999, tzinfo=UTC),  # Paris springs forward at 01:00
+        datetime(2026, 10, 25, 0, 59, 30, tzinfo=UTC),  # and falls back
+        datetime(2026, 11, 1, 5, 59, 1, tzinfo=UTC),  # New York falls back at 06:00 UTC
+        datetime(1920, 6, 30, 23, 59, 0, tzinfo=UTC),  # Amsterdam +00:19:32, Monrovia -00:44:30
+        datetime(1971, 12, 31, 23, 58, 0, tzinfo=UTC),
+    ]
+    cases = []
+    for start in starts:
+        for _ in range(150):
+            at = start + timedelta(seconds=rng.randrange(0, 400), microseconds=rng.randrange(10**6))
+            cases.append((at, rng.choice(ZONES), rng.choice(LANGS)))
+    rng.shuffle(cases)
+    for at, zone, lang in cases + cases[::-1]:
+        value = at.isoformat() if rng.random() < 0.5 else at
+        text = renderer.render("probe", lang, {"at": value, "tz": zone}).text
+        assert text == _expected(at, zone, lang), (at, zone, lang)
+
+
+def test_a_pattern_with_seconds_is_formatted_per_time(monkeypatch, tmp_path: Path):
+    """A language whose short time showed seconds would not be kept by minute."""
+    renderer = _renderer(tmp_path)
+    render._coarse.cache_clear()
+    monkeypatch.setattr(render, "_MINUTE_FIELDS", frozenset("hHkKab"))  # "m" now unknown
+    try:
+        assert not render._coarse("time_short", "en")
+        assert render._coarse("date_long", "en")
+        at = datetime(2026, 7, 1, 12, 0, 1, tzinfo=UTC)
+        for later in (at, at + timedelta(seconds=70), at + timedelta(hours=25)):
+            text = renderer.render("probe", "en", {"at": later, "tz": "UTC"}).text
+            assert text == _expected(later, "UTC", "en")
+    finally:
+        render._coarse.cache_clear()
