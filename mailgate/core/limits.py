@@ -69,8 +69,14 @@ class _Entity:
 def body_start(raw: bytes) -> int:
     """Where the body begins: just after the first blank line (CRLF or LF), else the end.
     An index, not a split: a 34 MB message is not copied to find its header."""
-    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
-    return min((i + n for i, n in ((crlf, 4), (lf, 2)) if i >= 0), default=len(raw))
+    crlf = raw.find(b"\r\n\r\n")
+    if crlf < 0:
+        lf = raw.find(b"\n\n")
+        return lf + 2 if lf >= 0 else len(raw)
+    # Only a "\n\n" ending before the CRLF one can come first: no need to scan the whole
+    # (CRLF) body for one (a "\n\n" search costs ~4 us per 5 KB, and this runs 3 times a mail).
+    lf = raw.find(b"\n\n", 0, crlf + 4)
+    return lf + 2 if 0 <= lf and lf + 2 < crlf + 4 else crlf + 4
 
 
 def _header_block(raw: bytes, pos: int, stop: re.Pattern[bytes] | None) -> tuple[int, int]:

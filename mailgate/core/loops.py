@@ -50,6 +50,8 @@ _ROLE_SUFFIXES = ("-request",)
 _BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
 _X_AUTOREPLY_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponse")
 _COMMENT = re.compile(r"\([^()]*\)")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDR = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*")
 
 
 def classify(
@@ -132,14 +134,17 @@ class _HeaderView:
     """Case-insensitive, multi-valued access to header pairs."""
 
     def __init__(self, headers: Sequence[tuple[str, str]]) -> None:
-        self._pairs = [(str(name).strip().lower(), str(value)) for name, value in headers]
-        self.names = frozenset(name for name, _ in self._pairs)
+        # Values by name, in the mail's order: one pass, then each lookup is a dict's.
+        self._values: dict[str, list[str]] = {}
+        for name, value in headers:
+            self._values.setdefault(str(name).strip().lower(), []).append(str(value))
+        self.names = self._values.keys()
 
     def has(self, name: str) -> bool:
-        return name in self.names
+        return name in self._values
 
     def all(self, name: str) -> list[str]:
-        return [value for n, value in self._pairs if n == name]
+        return list(self._values.get(name, ()))
 
     def first(self, name: str) -> str | None:
         values = self.all(name)
@@ -159,9 +164,13 @@ def _is_null_sender(envelope_from: str | None, return_paths: list[str]) -> bool:
 
 
 def _is_role_address(from_addr: str) -> bool:
-    # Accept both a bare addr-spec and a display form such as 'Name <addr>'.
-    _, addr = parseaddr(from_addr)
-    addr = (addr or from_addr).strip()
+    # Accept both a bare addr-spec and a display form such as 'Name <addr>'. A plain dot-atom
+    # address (what parse_mail gives) is what parseaddr would return: no parse (7 us) for it.
+    if _PLAIN_ADDR.fullmatch(from_addr):
+        addr = from_addr
+    else:
+        _, addr = parseaddr(from_addr)
+        addr = (addr or from_addr).strip()
     if "@" not in addr:
         return False
     local = addr.rsplit("@", 1)[0].strip('"').lower()
@@ -172,6 +181,8 @@ def _is_role_address(from_addr: str) -> bool:
 def _normalise_subject(subject: str) -> str:
     # NFKD turns NBSP / narrow NBSP (French "réponse :") into spaces and splits accents
     # off so "Réponse" and "Reponse" compare equal.
+    if subject.isascii():  # NFKD leaves ASCII as it is, and no ASCII character combines
+        return " ".join(subject.lower().split())
     decomposed = unicodedata.normalize("NFKD", subject)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.casefold().split())

@@ -58,7 +58,8 @@ _MOBILE_SIGNATURE = re.compile(
     r"|Obtenir Outlook pour|Télécharger Outlook pour) \S.{0,60}$"
 )
 
-_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+_INVISIBLE_CHARS = "\u200b\u200c\u200d\u2060\ufeff"
+_INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]")
 # The first character of any line _ORIGINAL_SEPARATOR, _HEADER_FROM or _ATTRIBUTION_START can
 # match: other lines are not looked at further (most lines of a mail).
 _OPENERS = frozenset("-*FDOL")
@@ -91,9 +92,18 @@ def _clean_lines(text: str) -> list[str]:
     The text is normalised at once, not line by line: a line end is a starter that composes
     with nothing, so NFC never reaches across it, and an ASCII text is already NFC."""
     if not text.isascii():
-        text = _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
+        text = unicodedata.normalize("NFC", text)
+        if any(char in text for char in _INVISIBLE_CHARS):  # (a search each: 20x the regex's)
+            text = _INVISIBLE.sub("", text)
     # French typography puts U+00A0/U+202F before ":", Gmail puts U+202F before "AM".
-    return [" ".join(line.split()) for line in text.split("\n")]
+    # A printable line holds no whitespace but " " (every other space is unprintable): one
+    # with no double, leading or trailing " " is its own canonical form, kept as it is.
+    return [
+        line
+        if line.isprintable() and "  " not in line and line[:1] != " " and line[-1:] != " "
+        else " ".join(line.split())
+        for line in text.split("\n")
+    ]
 
 
 def _mark_quoted(clean: list[str]) -> list[bool]:
