@@ -85,8 +85,11 @@ class Outgoing:
         # be encoded as UTF-8: each such character becomes U+FFFD, as a mail reader shows it.
         for name in _FREE_TEXT:
             value = getattr(self, name)
-            if value and not value.isascii() and _SURROGATE.search(value):
-                object.__setattr__(self, name, _SURROGATE.sub("\ufffd", value))
+            if value and not value.isascii():
+                try:  # UTF-8 encodes every character but a surrogate: quicker than a search
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    object.__setattr__(self, name, _SURROGATE.sub("\ufffd", value))
 
 
 def one_line(value: str, limit: int = 200) -> str:
