@@ -120,11 +120,26 @@ class MailRenderer:
         lang = self.locale_for(locale)
         templates = self._templates(lang, kind)
         context = {"lang": lang, **context}
-        subject = " ".join(templates.subject.render(context).split())
+        subject = " ".join(_render(templates.subject, context).split())
         context["title"] = subject
-        text = templates.text.render(context)
-        html = templates.html.render(context) if templates.html is not None else None
+        text = _render(templates.text, context)
+        html = _render(templates.html, context) if templates.html is not None else None
         return Rendered(subject=subject, text=text, html=html)
+
+
+def _render(template: Template, variables: dict[str, Any]) -> str:
+    """`template.render(variables)`: the same Context (Jinja's new_context makes it of the
+    template's globals overridden by the variables), made without new_context's keyword
+    unpacking and Template.render's copy of the variables (~1 µs of ~3-7 per render)."""
+    env = template.environment
+    context = env.context_class(
+        env, {**template.globals, **variables}, template.name, template.blocks, template.globals
+    )
+    try:
+        return env.concat(template.root_render_func(context))  # type: ignore[no-any-return]
+    except Exception:
+        env.handle_exception()  # raises it again, the template's lines in its traceback
+        raise
 
 
 @lru_cache(maxsize=32)

@@ -2,7 +2,8 @@
 mail's time differs to the microsecond): what a template says must stay what Babel says for
 that very time, for times seconds apart in the same minute, across daylight-saving changes,
 in zones whose offset is not whole minutes (local mean times before 1972) and in languages
-whose digits or patterns differ."""
+whose digits or patterns differ. And each template renders as Jinja's Template.render
+renders it (render._render makes the same context more quickly)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from babel.dates import format_date, format_time, get_timezone_name
+from jinja2 import UndefinedError
 
+from mailgate.app import TEMPLATES
 from mailgate.services import render
-from mailgate.services.render import MailRenderer
+from mailgate.services.render import MailRenderer, available_locales
+from tests.unit.test_i18n_catalogues import VARIANTS, _stored
 
 ZONES = ["Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
          "Africa/Monrovia", "Europe/Amsterdam", "Asia/Kathmandu", "Pacific/Chatham",
@@ -79,3 +84,34 @@ def test_a_pattern_with_seconds_is_formatted_per_time(monkeypatch, tmp_path: Pat
             assert text == _expected(later, "UTC", "en")
     finally:
         render._coarse.cache_clear()
+
+
+def _jinja_s_own(renderer: MailRenderer, kind: str, lang: str, context: dict) -> tuple:
+    """What MailRenderer.render gives when each template is rendered by Template.render."""
+    templates = renderer._templates(lang, kind)
+    context = {"lang": lang, **context}
+    subject = " ".join(templates.subject.render(context).split())
+    context["title"] = subject
+    html = templates.html.render(context) if templates.html is not None else None
+    return subject, templates.text.render(context), html
+
+
+@pytest.mark.parametrize("kind", sorted(VARIANTS))
+def test_every_mail_renders_as_template_render_renders_it(kind: str):
+    renderer = MailRenderer(TEMPLATES, "fr", "Europe/Paris")
+    for context in VARIANTS[kind]:
+        for lang in available_locales(TEMPLATES):
+            stored = _stored(context)
+            mail = renderer.render(kind, lang, dict(stored))
+            assert (mail.subject, mail.text, mail.html) == _jinja_s_own(
+                renderer, kind, lang, dict(stored)
+            )
+
+
+def test_a_missing_variable_is_refused_as_template_render_refuses_it():
+    renderer = MailRenderer(TEMPLATES, "fr", "Europe/Paris")
+    with pytest.raises(UndefinedError) as ours:
+        renderer.render("activation", "fr", {"company": "X", "echo": False})
+    with pytest.raises(UndefinedError) as jinja:
+        _jinja_s_own(renderer, "activation", "fr", {"company": "X", "echo": False})
+    assert str(ours.value) == str(jinja.value)
