@@ -19,6 +19,7 @@ time in a stored context is an ISO 8601 string (services/assemble.py); both are 
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -67,6 +68,30 @@ class _Kind:
     html: Template | None  # a kind may be text-only
 
 
+class _Environment(Environment):
+    """Templates are never reloaded (`auto_reload=False`): the one an HTML mail extends
+    (_base.html.j2), which Jinja's compiled code asks for at every render, is kept in a dict
+    instead of being looked up in Jinja's locked LRU cache each time. A missing one still
+    raises TemplateNotFound every time."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._kept: dict[tuple[str, str | None], Template] = {}
+
+    def get_template(
+        self,
+        name: str | Template,
+        parent: str | None = None,
+        globals: MutableMapping[str, Any] | None = None,
+    ) -> Template:
+        if globals is not None or not isinstance(name, str):
+            return super().get_template(name, parent, globals)
+        found = self._kept.get((name, parent))
+        if found is None:
+            found = self._kept[(name, parent)] = super().get_template(name, parent)
+        return found
+
+
 class MailRenderer:
     def __init__(
         self, templates_dir: Path, default_locale: str = "fr", default_timezone: str = "UTC"
@@ -76,9 +101,12 @@ class MailRenderer:
             raise ValueError(f"default_locale {default_locale!r} has no templates/mail folder")
         self.default_locale = default_locale
         ZoneInfo(default_timezone)  # a bad name stops start-up, not a mail
-        self.env = Environment(
+        self.env = _Environment(
             loader=FileSystemLoader(str(templates_dir / "mail")),
-            autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+            # Asked at every render (Jinja's EvalContext): the answer for a name is kept.
+            autoescape=lru_cache(maxsize=None)(
+                select_autoescape(enabled_extensions=("html.j2",), default=False)
+            ),
             undefined=StrictUndefined,
             keep_trailing_newline=True,
             auto_reload=False,

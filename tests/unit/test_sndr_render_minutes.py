@@ -7,14 +7,16 @@ renders it (render._render makes the same context more quickly)."""
 
 from __future__ import annotations
 
+import itertools
 import random
+import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from babel.dates import format_date, format_time, get_timezone_name
-from jinja2 import UndefinedError
+from jinja2 import Environment, TemplateNotFound, UndefinedError
 
 from mailgate.app import TEMPLATES
 from mailgate.services import render
@@ -115,3 +117,22 @@ def test_a_missing_variable_is_refused_as_template_render_refuses_it():
     with pytest.raises(UndefinedError) as jinja:
         _jinja_s_own(renderer, "activation", "fr", {"company": "X", "echo": False})
     assert str(ours.value) == str(jinja.value)
+
+
+def test_kept_templates_and_autoescape_answers_render_as_jinja_s_own():
+    """The base template kept by name and the autoescape answer kept per template: the same
+    mails as Jinja's own lookups (its LRU cache, select_autoescape asked every time)."""
+    ours = MailRenderer(TEMPLATES, "fr", "Europe/Paris")
+    plain = MailRenderer(TEMPLATES, "fr", "Europe/Paris")
+    plain.env.autoescape = plain.env.autoescape.__wrapped__
+    plain.env.get_template = types.MethodType(Environment.get_template, plain.env)
+    for kind, contexts in sorted(VARIANTS.items()):
+        for context, lang in itertools.product(contexts, available_locales(TEMPLATES)):
+            assert ours.render(kind, lang, _stored(context)) == plain.render(
+                kind, lang, _stored(context)
+            )
+    assert ("_base.html.j2", "fr/confirmation.html.j2") in ours.env._kept
+    with pytest.raises(TemplateNotFound):  # not kept: asked again, refused again
+        ours.env.get_template("_nothing.j2", "fr/confirmation.html.j2")
+    with pytest.raises(TemplateNotFound):
+        ours.env.get_template("_nothing.j2", "fr/confirmation.html.j2")
