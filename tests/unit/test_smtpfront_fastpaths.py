@@ -3,13 +3,16 @@ code gives: each is compared with the code it stands in for, on generated input.
 
 from __future__ import annotations
 
+import pickle
 import unicodedata
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parseaddr
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailgate.core import limits, loops, quotes
+from mailgate.core.mail import Attachment, InboundMail
 
 
 def old_body_start(raw: bytes) -> int:
@@ -75,3 +78,37 @@ SPACES = " \t\x0b\x0c\x1c\x85\u00a0\u1680\u2000\u2007\u2028\u202f\u205f\u3000"
 @given(st.text(alphabet=st.sampled_from(SPACES + "\nab>-:é\u0301\u200b\ufeff\x00\x7f")))
 def test_clean_lines_as_before(text: str):
     assert quotes._clean_lines(text) == old_clean_lines(text)
+
+
+def a_mail(date: datetime | None) -> InboundMail:
+    return InboundMail(
+        message_id="a@b", message_id_synthesized=False, subject="s", from_addr="a@b.c",
+        from_name="A", reply_to=(), to=("x@y.z",), cc=(), in_reply_to=(), references=("r@s",),
+        date=date, headers=(("From", "A <a@b.c>"),), text="é\r\n", html=None,
+        attachments=(Attachment("f", "text/plain", b"x", False, "base64"),), locale="fr",
+        defects=("D",), sender_ambiguous=True, detected_locale="en",
+    )  # fmt: skip
+
+
+DATES = [
+    None,
+    datetime(2024, 2, 29, 23, 59, 58, 7, tzinfo=UTC),
+    datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    datetime(2024, 1, 1, tzinfo=timezone(timedelta(seconds=1, microseconds=5))),
+    datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=1), "CET")),  # named: kept whole
+    datetime(2024, 1, 1, fold=1, tzinfo=UTC),
+    datetime(2024, 1, 1),
+]
+
+
+def test_mail_pickles_to_the_same_values():
+    for date in DATES:
+        mail = a_mail(date)
+        back = pickle.loads(pickle.dumps(mail, pickle.HIGHEST_PROTOCOL))  # noqa: S301
+        assert back == mail and repr(back) == repr(mail)
+        assert vars(back) == vars(mail) and list(vars(back)) == list(vars(mail))
+        if date is not None:
+            assert back.date.tzinfo == date.tzinfo and back.date.fold == date.fold
+            assert back.date.tzname() == date.tzname()
+        assert back.date is None or back.date.tzinfo is not UTC or date.tzinfo is UTC
+        assert pickle.loads(pickle.dumps(mail, 2)) == mail  # noqa: S301
