@@ -254,6 +254,35 @@ class MailgateSMTP(SMTP):
     setting for it: its `line_length_limit` is also the stream buffer's size)."""
 
     event_handler: InboundHandler
+    _timeout_at = 0.0  # the idle deadline: the last command's time plus the timeout
+    _timer_pending = False  # _timeout_handle is scheduled and has not run
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timeout (from the last command), without a new timer per command
+        (a cancel and a call_later each, four a message): the deadline moves, and the timer,
+        when it runs before it, waits again for the rest."""
+        at = self.loop.time() + (duration or self._timeout_duration)
+        self._timeout_at = at
+        handle = self._timeout_handle
+        if (
+            self._timer_pending
+            and handle is not None
+            and not handle.cancelled()
+            and handle.when() <= at
+        ):
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timeout_handle = self.loop.call_at(at, self._timeout_due)
+        self._timer_pending = True
+
+    def _timeout_due(self) -> None:
+        self._timer_pending = False
+        if self.loop.time() < self._timeout_at:  # commands came since: the rest of the wait
+            self._timeout_handle = self.loop.call_at(self._timeout_at, self._timeout_due)
+            self._timer_pending = True
+            return
+        self._timeout_cb()
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parsing, with a shortcut for the everyday `<local@domain>`: its
