@@ -14,8 +14,10 @@ everything before the transaction.
   Prepared message over CONTROL. serve runs its transaction in the group commit and answers
   when it is committed (or failed); only then does the child say 250. Nothing durable happens
   in a child: a 250 still means committed, by serve's writer.
-- CONTROL frames (frames.py), child -> serve: (id, "ingest", Prepared), (None, "metric",
-  (channel, outcome, seconds)) and (None, "ready", None) once it accepts; serve -> child:
+- CONTROL frames (frames.py), child -> serve: (id, "ingest", Prepared), (None, "metrics",
+  [(channel, outcome, seconds), ...]) (the counts of one turn of the loop in one frame: a
+  frame per message cost a send here and a wake-up in serve) and (None, "ready", None) once
+  it accepts; serve -> child:
   (id, "ok", deliveries), (id, "tempfail", text) or (id, "crashed", text).
 - Stopping: serve sends SIGTERM; a child stops accepting, finishes the DATA in flight (serve
   still answers them), stops its parse workers and exits; serve stops its writer after. When
@@ -230,7 +232,11 @@ class SmtpFronts:
             except Exception:  # a frame we cannot read: stop listening; the child is ended
                 logs.error("smtp_front.bad_frame", exc_info=True)
                 break
-            if verb == "metric":
+            if verb == "metrics":
+                for counted in arg:
+                    self.metrics.message(*counted)
+                continue
+            if verb == "metric":  # one count (a front started before "metrics")
                 self.metrics.message(*arg)
                 continue
             if verb == "ready":  # it accepts on the sockets
@@ -273,6 +279,7 @@ class ServeLink:
         self.closed = False  # serve's end closed
         self.closing = False  # this front stops: no new message
         self.big = asyncio.Semaphore(1)
+        self.counts: list[tuple[str, str, float | None]] = []  # metrics not sent yet
 
     async def run(self) -> None:
         """Reads answers until serve's end closes; then every waiting request fails."""
@@ -318,8 +325,17 @@ class ServeLink:
         raise RuntimeError(f"the serving process could not store it: {value}")
 
     def metric(self, channel: str, outcome: str, seconds: float | None) -> None:
-        if not self.closed:
-            self.writer.write(frames.encode((None, "metric", (channel, outcome, seconds))))
+        """Counted now, sent with the others of this turn of the loop (one frame)."""
+        if self.closed:
+            return
+        if not self.counts:
+            asyncio.get_running_loop().call_soon(self.send_counts)
+        self.counts.append((channel, outcome, seconds))
+
+    def send_counts(self) -> None:
+        counts, self.counts = self.counts, []
+        if counts and not self.closed and not self.writer.is_closing():
+            self.writer.write(frames.encode((None, "metrics", counts)))
 
 
 class RelayedMetrics(Metrics):
@@ -390,6 +406,7 @@ async def run_sessions(app: Any, control: socket.socket, sockets: list[socket.so
     link.closing = True  # a session still open gets 451 for its next message
     await asyncio.to_thread(app.parsers.stop)
     stopping.cancel()
+    link.send_counts()  # (already sent, unless this turn of the loop counted one)
     writer.close()
     app.db.dispose()
     return 0
