@@ -3,15 +3,19 @@ code gives: each is compared with the code it stands in for, on generated input.
 
 from __future__ import annotations
 
+import email
 import pickle
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
+from email.message import Message
 from email.utils import parseaddr
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailgate.core import limits, loops, quotes
+from mailgate.core import limits, loops, mail, quotes
 from mailgate.core.mail import Attachment, InboundMail
 
 
@@ -112,3 +116,64 @@ def test_mail_pickles_to_the_same_values():
             assert back.date.tzname() == date.tzname()
         assert back.date is None or back.date.tzinfo is not UTC or date.tzinfo is UTC
         assert pickle.loads(pickle.dumps(mail, 2)) == mail  # noqa: S301
+
+
+def same_message(ours: Message, theirs: Message) -> None:
+    """Two Message objects alike in everything the parser sets."""
+    assert type(ours) is type(theirs)
+    mine, other = dict(vars(ours)), dict(vars(theirs))
+    assert [type(d) for d in mine.pop("defects")] == [type(d) for d in other.pop("defects")]
+    payload, expected = mine.pop("_payload"), other.pop("_payload")
+    assert mine == other
+    if isinstance(expected, list):
+        assert isinstance(payload, list) and len(payload) == len(expected)
+        for a, b in zip(payload, expected, strict=True):
+            same_message(a, b)
+    else:
+        assert payload == expected
+
+
+HEADS = st.lists(
+    st.sampled_from([
+        b"Subject: hi", b"From: a@b.c", b"Content-Type: text/plain; charset=utf-8",
+        b"Content-Type: multipart/mixed; boundary=x", b"Content-Type: message/rfc822",
+        b"Content-Type: text/html", b" folded", b"\tfolded", b"not a header", b"From x",
+        b"X-8bit: \xe9\x85", b":", b"",
+    ]),
+    max_size=6,
+)  # fmt: skip
+ENDS = st.sampled_from([b"\r\n", b"\n", b"\r"])
+BODY = st.lists(
+    st.sampled_from([b"\r\n", b"\n", b"\r", b"a", b" ", b"\x0b", b"\x0c", b"\x1c", b"\x85",
+                     b"\xe9", b"--x", b"--x--", b"From y"]),
+    max_size=40,
+)  # fmt: skip
+
+
+def both_parses(data: bytes) -> None:
+    """Ours and the stdlib's give alike messages, or raise the same error."""
+    try:
+        expected = email.message_from_bytes(data)
+    except Exception as exc:
+        with pytest.raises(type(exc)) as raised:
+            mail.message_from_bytes(data)
+        assert str(raised.value) == str(exc)
+        return
+    same_message(mail.message_from_bytes(data), expected)
+
+
+@settings(max_examples=800)
+@given(HEADS, st.lists(ENDS, min_size=8, max_size=8), BODY)
+def test_message_from_bytes_is_the_stdlib_parse(heads: list[bytes], ends: list[bytes],
+                                                body: list[bytes]):  # fmt: skip
+    data = b"".join(h + e for h, e in zip(heads, ends, strict=False)) + ends[-1] + b"".join(body)
+    both_parses(data)
+
+
+def test_message_from_bytes_on_every_sample_mail():
+    data_dir = Path(__file__).resolve().parent.parent / "data"
+    samples = sorted(data_dir.rglob("*.eml"))
+    assert samples
+    for path in samples:
+        raw = path.read_bytes()
+        both_parses(raw)
