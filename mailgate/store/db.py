@@ -23,7 +23,13 @@ from sqlmodel import Session, SQLModel
 
 from mailgate.errors import TempFailure
 from mailgate.store import clean
-from mailgate.store.compiled import Binder, dbapi_cursor, forget_cursor, session_connection
+from mailgate.store.compiled import (
+    Binder,
+    bind_converters,
+    dbapi_cursor,
+    forget_cursor,
+    session_connection,
+)
 from mailgate.store.schema_version import VERSION_TABLE, SchemaNotCurrent, head_revision
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -245,9 +251,9 @@ class _RowInsert:
         self.order: tuple[str, ...] | None = (
             tuple(compiled.positiontup or ()) if compiled.positional else None
         )
-        # The same converters SQLAlchemy applies to these columns' values (a private but
-        # long-standing attribute: test_store_rows reads back what this writes).
-        self.convert = dict(compiled._bind_processors)
+        # The same converters SQLAlchemy applies to these columns' values (test_store_rows
+        # reads back what this writes).
+        self.convert = bind_converters(compiled, dialect)
         self.bind = Binder(self.order, self.convert)
         self.error = dialect.loaded_dbapi.Error
         self.fields = _plain_fields(model)
@@ -256,6 +262,13 @@ class _RowInsert:
             for name, f in fields.items()
         ):
             self.fields = None  # a default the INSERT's row lacks: model_construct adds it
+        # The row laid out in the fields' order (the id first, None until the INSERT gives
+        # it), for a model whose fields are its columns: the snapshot's fields are then that
+        # row itself, not a copy. Used when every column without a default is given.
+        self.template: dict[str, Any] | None = None
+        self.required = self.columns - self.defaults.keys()
+        if self.fields is not None and set(self.fields) == self.columns | {"id"}:
+            self.template = {name: self.defaults.get(name) for name in self.fields}
 
     def snapshot(self, model: type[M], values: dict[str, Any]) -> M:
         """model_construct(**values), without its per-field alias and default work where the
@@ -264,6 +277,10 @@ class _RowInsert:
         if self.fields is None:
             return model.model_construct(**values)
         fields = {name: values[name] for name in self.fields if name in values}
+        return self.adopt(model, fields)
+
+    def adopt(self, model: type[M], fields: dict[str, Any]) -> M:
+        """A snapshot whose fields are `fields` (in the model's order), that dict itself."""
         snapshot = model.__new__(model)  # SQLModel's: no extra, no private attributes
         object.__setattr__(snapshot, "__dict__", fields)
         object.__setattr__(snapshot, "__pydantic_fields_set__", set(fields))
@@ -318,6 +335,10 @@ def insert_values(session: Session, model: type[M], **values: Any) -> M:
     unknown = values.keys() - spec.columns
     if unknown:
         raise TypeError(f"{model.__name__} has no column {', '.join(sorted(unknown))}")
+    if spec.template is not None and values.keys() >= spec.required:
+        row = {**spec.template, **values}  # the fields' order kept: the snapshot's own
+        row["id"] = spec.run(conn, row)
+        return spec.adopt(model, row)
     row = {**spec.defaults, **values}
     row_id = spec.run(conn, row)
     row["id"] = row_id

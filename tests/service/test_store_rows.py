@@ -6,14 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from pydantic_core import PydanticUndefined
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import SQLModel, select
 
 from mailgate.clock import as_utc
+from mailgate.errors import TempFailure
 from mailgate.store.db import Database, insert_values
-from mailgate.store.models import Account, Outbox
+from mailgate.store.models import Account, Message, Outbox, Ticket
+
+NOW = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -82,3 +87,48 @@ def test_a_unique_conflict_is_sqlalchemys_integrity_error(db: Database) -> None:
     with db.read() as session:
         rows = session.exec(select(Account).where(Account.email == "d@client.example")).all()
     assert len(rows) == 1
+
+
+ROWS: dict[type[SQLModel], dict[str, Any]] = {
+    Account: {"email": "e@client.example", "name": "E", "created_at": NOW},
+    Ticket: {"subject": "s", "status": "new", "created_at": NOW, "updated_at": NOW,
+             "last_exchange_at": NOW, "category": None},
+    Message: {"message_id": "m@x", "created_at": NOW, "body_text": "b", "internal": True},
+    Outbox: {"kind": "confirmation", "to_addr": "a@x.example", "message_id": "mg.9@h", "raw": b"",
+             "next_attempt_at": NOW, "created_at": NOW, "params": "{}"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model", list(ROWS), ids=lambda m: m.__name__)
+def test_the_snapshot_is_what_model_construct_makes_of_the_row(
+    db: Database, model: type[SQLModel]
+) -> None:
+    """insert_values' snapshot (the INSERT's row itself, laid out in the fields' order) is the
+    object model_construct makes of the model's defaults, the values and the id."""
+    with db.write() as session:
+        account = insert_values(session, Account, email="f@client.example", created_at=NOW)
+        ticket = insert_values(
+            session, Ticket, subject="t", requester_id=account.id, created_at=NOW,
+            updated_at=NOW, last_exchange_at=NOW,
+        )  # fmt: skip
+        links = {Ticket: {"requester_id": account.id}, Message: {"ticket_id": ticket.id}}
+        values = {**ROWS[model], **links.get(model, {})}
+        got = insert_values(session, model, **values)
+    defaults = {
+        name: f.default
+        for name, f in model.model_fields.items()
+        if f.default is not PydanticUndefined and name != "id"
+    }
+    expected = model.model_construct(**{**defaults, **values, "id": got.id})
+    assert got.id is not None
+    assert list(got.__dict__.items()) == list(expected.__dict__.items())
+    assert got.__pydantic_fields_set__ == expected.__pydantic_fields_set__
+    assert got.__pydantic_extra__ is None and got.__pydantic_private__ is None
+
+
+def test_a_missing_column_is_refused_as_before(db: Database) -> None:
+    """A column without a default left out: the INSERT is refused, nothing is written."""
+    with pytest.raises((KeyError, TempFailure)), db.write() as session:  # PG: a DBAPIError
+        insert_values(session, Account, name="no address", created_at=NOW)
+    with db.read() as session:
+        assert not session.exec(select(Account).where(Account.name == "no address")).all()

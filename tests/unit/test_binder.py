@@ -5,7 +5,7 @@ strings cleaned; for SQLite's qmark and psycopg's named style."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from sqlalchemy import Dialect, bindparam, create_engine, insert, select, update
 from sqlalchemy.dialects import postgresql
 
 from mailgate.store.clean import REPLACEMENT, clean_params
-from mailgate.store.compiled import Binder
+from mailgate.store.compiled import Binder, bind_converters
 from mailgate.store.models import Message, Outbox, Ticket
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
@@ -85,3 +85,84 @@ def test_binds_what_sqlalchemy_binds(dialect: str, statement: Any, values: dict[
     assert type(got) is (tuple if compiled.positional else dict)
     text = [v for v in (got if compiled.positional else got.values()) if isinstance(v, str)]
     assert not [t for t in text if "\x00" in t] and any(REPLACEMENT in t for t in text)
+
+
+def _zone(**offset: float) -> timezone:
+    return timezone(timedelta(**offset))
+
+
+DATETIMES = [
+    NOW,  # aware, UTC
+    NOW.replace(tzinfo=None),  # naive
+    NOW.replace(microsecond=0),  # isoformat alone would leave the microseconds out
+    NOW.replace(microsecond=0, tzinfo=None),
+    datetime(5, 1, 2, 3, 4, 5, 6),  # a year of one digit: still four
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=_zone(hours=-11, minutes=-30)),
+    datetime(2026, 3, 29, 2, 30, tzinfo=_zone(hours=5, minutes=45, seconds=30)),  # odd offset
+    datetime(2026, 10, 25, 2, 30, fold=1),
+]
+
+
+@pytest.mark.parametrize("value", DATETIMES, ids=str)
+def test_sqlite_datetimes_bind_as_sqlalchemy_writes_them(value: datetime) -> None:
+    d = DIALECTS["sqlite"]
+    compiled = insert(TICKET).compile(dialect=d, column_keys=["created_at", "solved_at"])
+    convert = bind_converters(compiled, d)
+    assert convert["created_at"] is not compiled._bind_processors["created_at"]  # the fast one
+    assert convert["created_at"](value) == compiled._bind_processors["created_at"](value)
+    assert len(convert["created_at"](value)) == 26
+
+
+class _Stamp(datetime):
+    """A subclass: not the fast path's, given to SQLAlchemy's converter."""
+
+
+@pytest.mark.parametrize("value", [date(2026, 3, 4), _Stamp(2026, 3, 4, 5, 6, 7), None])
+def test_other_values_go_to_sqlalchemys_datetime_converter(value: Any) -> None:
+    d = DIALECTS["sqlite"]
+    compiled = insert(TICKET).compile(dialect=d, column_keys=["created_at"])
+    sa = compiled._bind_processors["created_at"]
+    assert bind_converters(compiled, d)["created_at"](value) == sa(value)
+    with pytest.raises(TypeError):
+        bind_converters(compiled, d)["created_at"]("2026-03-04")  # refused as SQLAlchemy does
+    with pytest.raises(TypeError):
+        sa("2026-03-04")
+
+
+@pytest.mark.parametrize("dialect", list(DIALECTS))
+def test_booleans_bind_as_sqlalchemy_binds_them(dialect: str) -> None:
+    d = DIALECTS[dialect]
+    compiled = insert(OUTBOX).compile(dialect=d, column_keys=["automatic"])
+    sa, fast = compiled._bind_processors.get("automatic"), bind_converters(compiled, d)
+    if sa is None:  # a driver that takes Python's bools as they are
+        assert "automatic" not in fast
+        return
+    for value in (True, False, None, 1, 0):
+        assert fast["automatic"](value) == sa(value)
+        assert type(fast["automatic"](value)) is type(sa(value))
+    for refused in (2, "yes"):
+        with pytest.raises((TypeError, ValueError)) as expected:
+            sa(refused)
+        with pytest.raises(expected.type):
+            fast["automatic"](refused)
+
+
+def test_a_statement_binds_one_value_or_none() -> None:
+    one = Binder(("a",), {})
+    assert one({"a": "x", "b": 1}) == ("x",)
+    assert Binder((), {})({"a": 1}) == ()
+    with pytest.raises(KeyError):
+        one({})
+
+
+def test_the_datetime_kept_gives_its_own_text_only() -> None:
+    """The last datetime's text is kept for the next bind of that same object, in any column;
+    another value, equal or not, is converted again."""
+    d = DIALECTS["sqlite"]
+    compiled = insert(TICKET).compile(dialect=d, column_keys=["created_at", "updated_at"])
+    convert, sa = bind_converters(compiled, d), compiled._bind_processors["created_at"]
+    values = [*DATETIMES, NOW, NOW, DATETIMES[4], NOW.replace(tzinfo=None), NOW]
+    for value in values:
+        for name in ("created_at", "updated_at"):
+            assert convert[name](value) == sa(value)
+    assert convert["created_at"](None) is None

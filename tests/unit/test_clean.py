@@ -45,3 +45,16 @@ def test_nul_and_lone_surrogates_are_replaced_a_pair_joined() -> None:
     row = ("a\x00b", "x\udcffy", "\ud83d\ude00", "ok")
     assert clean_params(row) == (f"a{REPLACEMENT}b", f"x{REPLACEMENT}y", "\U0001f600", "ok")
     assert clean_params({"k": "\x00"}) == {"k": REPLACEMENT}
+
+
+@given(
+    st.sampled_from(["plain ", "problème à l'écran ", "l’écran ", "merci 😀 "]),
+    st.integers(min_value=0, max_value=400),
+    st.sampled_from(["", "\x00", "\ud800", "\udfff", "\ud83d\ude00", "é", "€", "\U0001f600"]),
+    st.booleans(),
+)
+def test_refused_in_long_text_of_each_width(word: str, count: int, odd: str, late: bool) -> None:
+    """Mail-sized text of 1-, 2- and 4-byte characters, what it may hold early or late."""
+    body = word * count
+    text = body + odd if late else odd + body
+    assert refused_in(text) == (_REFUSED.search(text) is not None)
