@@ -74,7 +74,7 @@ def strip_quotes(text: str, *, fallback: bool = True) -> str:
     With fallback=False, return "" when no new text is left: an agent's mail of commands only
     must not become a public reply made of the quoted history and a signature.
     """
-    unix = text.replace("\r\n", "\n").replace("\r", "\n")
+    unix = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     lines = unix.split("\n")
     clean = _clean_lines(unix)
     quoted = _mark_quoted(clean)

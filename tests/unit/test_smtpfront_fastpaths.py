@@ -177,3 +177,8 @@ def test_message_from_bytes_on_every_sample_mail():
     for path in samples:
         raw = path.read_bytes()
         both_parses(raw)
+
+
+@given(st.text(alphabet=st.sampled_from("\r\na é€")))
+def test_unix_lines_is_replace(text: str):
+    assert mail._unix_lines(text) == text.replace("\r\n", "\n")
