@@ -40,11 +40,19 @@ class ReplayedParse:
 
     @contextmanager
     def held(self, raw: bytes, outcome: Parsed) -> Iterator[None]:
-        self._held[id(raw)] = (raw, outcome)
+        key = self.hold(raw, outcome)
         try:
             yield
         finally:
-            del self._held[id(raw)]
+            self.release(key)
+
+    def hold(self, raw: bytes, outcome: Parsed) -> int:
+        """`held` without the context manager: the key to `release` afterwards."""
+        self._held[id(raw)] = (raw, outcome)
+        return id(raw)
+
+    def release(self, key: int) -> None:
+        del self._held[key]
 
     def __call__(self, raw: bytes) -> InboundMail:
         found = self._held.get(id(raw))
@@ -83,7 +91,8 @@ async def prepare(ingestor: Ingestor, raw: bytes, env: Envelope) -> Prepared:
         outcome = await parse.workers.parse_async(raw)
     except Exception as exc:  # refused, crashed, try later: prepare meets it where it parses
         outcome = exc
-    with parse.held(raw, outcome):
+    held = parse.hold(raw, outcome)  # (not `with parse.held`: a generator less per mail)
+    try:
         if isinstance(outcome, InboundMail) and outcome.attachments:
             return await asyncio.to_thread(ingestor.prepare, raw, env)  # they go to the disk
         try:
@@ -91,3 +100,5 @@ async def prepare(ingestor: Ingestor, raw: bytes, env: Envelope) -> Prepared:
                 return ingestor.prepare(raw, env)
         except WouldWait:  # the sender check needs DNS: it waits there, not here
             return await asyncio.to_thread(ingestor.prepare, raw, env)
+    finally:
+        parse.release(held)
