@@ -258,8 +258,13 @@ _ZONE_NAMES: dict[tuple[str, timedelta | None, timedelta | None, str], str] = {}
 
 
 def _filter(how: str, context: Context, value: datetime | str) -> str:
-    tz = context.get("tz") or ""
-    return _formatted(how, value, tz, context["default_tz"], str(context["lang"]))
+    # What context.get("tz"), context["default_tz"] and context["lang"] read (a name set in
+    # the template itself, else the render's), without their three calls each.
+    own, given = context.vars, context.parent
+    tz = (own["tz"] if "tz" in own else given.get("tz")) or ""
+    default_tz = own["default_tz"] if "default_tz" in own else given["default_tz"]
+    lang = own["lang"] if "lang" in own else given["lang"]
+    return _formatted(how, value, tz, default_tz, str(lang))
 
 
 @pass_context

@@ -136,3 +136,23 @@ def test_kept_templates_and_autoescape_answers_render_as_jinja_s_own():
         ours.env.get_template("_nothing.j2", "fr/confirmation.html.j2")
     with pytest.raises(TemplateNotFound):
         ours.env.get_template("_nothing.j2", "fr/confirmation.html.j2")
+
+
+def test_a_zone_or_language_set_in_the_template_is_the_one_used(tmp_path: Path):
+    """The filters read tz, default_tz and lang as Context.get/[] read them: a name the
+    template sets itself first, then the render's."""
+    renderer = _renderer(tmp_path)
+    (tmp_path / "mail" / "en" / "probe.txt.j2").write_text(
+        '{% set tz = "Asia/Kolkata" %}{{ at|time_short }} {{ at|zone_name }}'
+        '{% set lang = "fr" %} {{ at|date_long }}'
+    )
+    at = datetime(2026, 7, 1, 12, 0, 30, tzinfo=UTC)
+    local = at.astimezone(ZoneInfo("Asia/Kolkata"))
+    text = renderer.render("probe", "en", {"at": at, "tz": "Europe/Paris"}).text
+    assert text == " ".join(
+        [
+            format_time(local, "short", tzinfo=local.tzinfo, locale="en"),
+            get_timezone_name(local, "long", locale="en"),
+            format_date(local, "long", locale="fr"),
+        ]
+    )
