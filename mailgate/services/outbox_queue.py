@@ -26,12 +26,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, update
+from sqlalchemy import ColumnElement, Integer, bindparam, func, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session
 
 from mailgate import logs
 from mailgate.clock import Clock
+from mailgate.store.compiled import Statement, session_connection
 from mailgate.store.models import Outbox
 
 if TYPE_CHECKING:
@@ -43,6 +44,66 @@ def sendable() -> ColumnElement[bool]:
 
     A row held for an agent digest has no bytes and is never sent as it is."""
     return or_(Outbox.params != "", func.length(Outbox.raw) > 0)  # params, or pre-0003 bytes
+
+
+_TABLE: Any = Outbox.__table__  # type: ignore[attr-defined]
+_NOW = bindparam("now", type_=_TABLE.c.next_attempt_at.type)
+
+
+def _due() -> Any:
+    """The claim's SELECT: due rows, oldest first, `limit` of them."""
+    t = _TABLE
+    return (
+        sa_select(t)
+        .where(
+            t.c.status == "queued",
+            t.c.next_attempt_at <= _NOW,
+            sendable(),
+            or_(t.c.claimed_until.is_(None), t.c.claimed_until < _NOW),
+        )
+        .order_by(t.c.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+# Built once (the sender's claims and records go through serve's single writer): the SELECT
+# compiled once per dialect and run on the session's DBAPI connection (store/compiled.py),
+# PostgreSQL's skipping rows another sender is claiming; the UPDATEs, whose IN lists
+# SQLAlchemy expands per call, kept as statements its compiled cache finds again.
+_CLAIM = Statement({"postgresql": _due().with_for_update(skip_locked=True), "sqlite": _due()})
+_IDS = _TABLE.c.id.in_(bindparam("ids", expanding=True))
+_LEASE = (
+    update(_TABLE)
+    .where(_IDS)
+    .values(claimed_until=bindparam("claimed_until"), claimed_by=bindparam("claimed_by"))
+)
+# Not twice: a batch recorded again (its first answer lost) keeps its count.
+_SENT = (
+    update(_TABLE)
+    .where(_IDS, _TABLE.c.status != "sent")
+    .values(
+        status="sent", sent_at=bindparam("now"), claimed_until=None,
+        attempts=_TABLE.c.attempts + 1,
+    )
+)  # fmt: skip
+_RELEASED = update(_TABLE).where(_IDS).values(claimed_until=None)
+_BY_ID = _TABLE.c.id == bindparam("oid")
+_RETRY = (
+    update(_TABLE)
+    .where(_BY_ID)
+    .values(
+        attempts=bindparam("attempts"), claimed_until=None, last_error=bindparam("error"),
+        next_attempt_at=bindparam("due"),
+    )
+)  # fmt: skip
+_FAIL = (
+    update(_TABLE)
+    .where(_BY_ID)
+    .values(
+        status="failed", attempts=bindparam("attempts"), claimed_until=None,
+        last_error=bindparam("error"),
+    )
+)  # fmt: skip
 
 
 class Delivery(StrEnum):
@@ -144,22 +205,7 @@ class OutboxQueue:
         """The claim as plain columns, one Core SELECT and one UPDATE: what serve hands the
         sender's process (no ORM object per row in the single writer's transaction)."""
         now = self.clock.now()
-        table = Outbox.__table__  # type: ignore[attr-defined]
-        query = (
-            sa_select(table)
-            .where(
-                table.c.status == "queued",
-                table.c.next_attempt_at <= now,
-                sendable(),
-                or_(table.c.claimed_until.is_(None), table.c.claimed_until < now),
-            )
-            .order_by(table.c.id)
-            .limit(limit)
-        )
-        if not self.db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        conn = session.connection()
-        rows = [dict(r._mapping) for r in conn.execute(query)]
+        rows = _CLAIM.mappings(session, {"now": now, "limit": limit})
         # Leased before (claimed_until set) and never recorded: its sender died mid-batch.
         in_doubt = [r for r in rows if r["claimed_until"] is not None]
         for row in in_doubt:
@@ -169,7 +215,7 @@ class OutboxQueue:
             self.on_in_doubt(len(in_doubt))
         if rows:
             lease = {"claimed_until": now + self.lease, "claimed_by": self.instance}
-            conn.execute(update(table).where(table.c.id.in_([r["id"] for r in rows])).values(lease))
+            session_connection(session).execute(_LEASE, {"ids": [r["id"] for r in rows], **lease})
             for row in rows:
                 row.update(lease)
         return rows
@@ -218,47 +264,15 @@ class OutboxQueue:
                     error = f"gave up after {attempts} attempts: {error}"
                 failures.append({"oid": o.outbox_id, "attempts": attempts, "error": error[:1000]})
                 statuses[o.outbox_id] = "failed"
-        table = Outbox.__table__  # type: ignore[attr-defined]
-        by_id = table.c.id == bindparam("oid")
-        conn = session.connection()
+        conn = session_connection(session)
         if sent:
-            conn.execute(
-                update(table)
-                # Not twice: a batch recorded again (its first answer lost) keeps its count.
-                .where(table.c.id.in_(sent), table.c.status != "sent")
-                .values(
-                    status="sent",
-                    sent_at=now,
-                    claimed_until=None,
-                    attempts=table.c.attempts + 1,
-                )
-            )
+            conn.execute(_SENT, {"ids": sent, "now": now})
         if released:
-            conn.execute(update(table).where(table.c.id.in_(released)).values(claimed_until=None))
+            conn.execute(_RELEASED, {"ids": released})
         if retries:
-            conn.execute(
-                update(table)
-                .where(by_id)
-                .values(
-                    attempts=bindparam("attempts"),
-                    claimed_until=None,
-                    last_error=bindparam("error"),
-                    next_attempt_at=bindparam("due"),
-                ),
-                retries,
-            )
+            conn.execute(_RETRY, retries)
         if failures:
-            conn.execute(
-                update(table)
-                .where(by_id)
-                .values(
-                    status="failed",
-                    attempts=bindparam("attempts"),
-                    claimed_until=None,
-                    last_error=bindparam("error"),
-                ),
-                failures,
-            )
+            conn.execute(_FAIL, failures)
         return statuses
 
 
