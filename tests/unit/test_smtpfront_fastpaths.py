@@ -182,3 +182,13 @@ def test_message_from_bytes_on_every_sample_mail():
 @given(st.text(alphabet=st.sampled_from("\r\na é€")))
 def test_unix_lines_is_replace(text: str):
     assert mail._unix_lines(text) == text.replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("shift", range(-3, 4))
+def test_message_from_bytes_across_the_parsers_8192_character_chunks(shift: int):
+    head = b"Subject: long\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    filler = b"x" * (8192 - len(head) + shift)
+    for middle in (b"\r\n", b"\r", b"\n", b"\r\r\n", b"\xe9\r\n"):
+        raw = head + filler + middle + b"y\r\n" * 5000 + b"\rend"
+        both_parses(raw)
+        both_parses(raw.replace(b"\r\n", b"\n"))
