@@ -164,12 +164,16 @@ def _headers(out: Outgoing) -> list[tuple[str, Any]]:
 def _thread(out: Outgoing) -> list[tuple[str, str]]:
     """In-Reply-To and References, when the mail answers one."""
     headers = []
-    if out.in_reply_to:
-        headers.append(("In-Reply-To", f"<{out.in_reply_to}>"))
-    refs = list(dict.fromkeys(r for r in out.references if r))
-    if out.in_reply_to and out.in_reply_to not in refs:
-        refs.append(out.in_reply_to)
-    if refs:
+    in_reply_to, refs = out.in_reply_to, list(out.references)
+    if in_reply_to:
+        headers.append(("In-Reply-To", f"<{in_reply_to}>"))
+    if len(refs) > 1 or (refs and not refs[0]):  # duplicates or empties to drop
+        refs = list(dict.fromkeys(r for r in refs if r))
+    if in_reply_to and in_reply_to not in refs:
+        refs.append(in_reply_to)
+    if len(refs) == 1:  # a first answer: the mail answered, nothing to join
+        headers.append(("References", f"<{refs[0]}>"))
+    elif refs:
         headers.append(("References", " ".join(f"<{r}>" for r in refs[-20:])))
     return headers
 
@@ -346,17 +350,26 @@ def _addr_spec(addr_spec: str) -> str:
 
 def _mailbox(addr_spec: str, display_name: str, name: str) -> str | Header:
     spec = _addr_spec(addr_spec)
+    shown = _shown_name(display_name)
+    if shown is None:  # a name too long for one encoded word: Header splits it
+        mailbox = Header(one_line(display_name, 100), _UTF8, header_name=name)
+        mailbox.append(f"<{spec}>", "us-ascii")
+        return mailbox
+    return f"{shown} <{spec}>" if shown else spec
+
+
+@lru_cache(maxsize=256)
+def _shown_name(display_name: str) -> str | None:
+    """The display name as a mailbox writes it before " <addr-spec>": quoted when it needs it
+    (what formataddr writes), one RFC 2047 encoded word if not ASCII, "" for none, None when
+    it needs several words. Kept: the same few names (the company's) on every mail's From
+    and Reply-To, whose address differs per ticket."""
     shown = one_line(display_name, 100)
     if not shown:
-        return spec
+        return ""
     if shown.isascii():
-        return formataddr((shown, spec))  # quotes the name when it needs it
-    word = _encoded_word(shown)
-    if word is not None:
-        return f"{word} <{spec}>"  # what formataddr(..., charset) writes
-    mailbox = Header(shown, _UTF8, header_name=name)
-    mailbox.append(f"<{spec}>", "us-ascii")
-    return mailbox
+        return formataddr((shown, "a@b"))[: -len(" <a@b>")]  # quotes the name when it needs it
+    return _encoded_word(shown)  # what formataddr(..., charset) writes, or None
 
 
 def _field(name: str, value: str | Header | _EncodedText) -> bytes:
