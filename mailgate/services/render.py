@@ -201,7 +201,8 @@ def _locale(lang: str) -> Locale:
 # (astimezone to its own zone is itself): only the local fields count, whatever the zone's
 # offset, sub-minute ones included. A pattern with any other field is formatted per time.
 _DATE_FIELDS = frozenset("GyYuUQqMLlwWdDFgEec")
-_MINUTE_FIELDS = frozenset("hHkKmabB")
+# Not "b" or "B" (noon, "in the morning"): Babel's day periods read the second ("at" noon).
+_MINUTE_FIELDS = frozenset("hHkKma")
 
 
 @lru_cache(maxsize=64)

@@ -26,7 +26,7 @@ from tests.unit.test_i18n_catalogues import VARIANTS, _stored
 ZONES = ["Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
          "Africa/Monrovia", "Europe/Amsterdam", "Asia/Kathmandu", "Pacific/Chatham",
          "UTC", "Africa/Casablanca"]  # fmt: skip
-LANGS = ["fr", "en", "de", "ar", "fa", "ja", "hi", "ko"]
+LANGS = ["fr", "en", "de", "ar", "fa", "ja", "hi", "ko", "zh_Hant"]
 
 
 def _expected(at: datetime, zone: str, lang: str) -> str:
@@ -70,6 +70,17 @@ def test_times_seconds_apart_read_as_babel_formats_each(tmp_path: Path):
         value = at.isoformat() if rng.random() < 0.5 else at
         text = renderer.render("probe", lang, {"at": value, "tz": zone}).text
         assert text == _expected(at, zone, lang), (at, zone, lang)
+
+
+def test_a_day_period_is_formatted_per_time(tmp_path: Path):
+    """zh_Hant's short time names the day period ("B"): midnight itself (00:00:00) is not
+    the same word as half a minute later, so such a pattern is not kept by minute."""
+    renderer = _renderer(tmp_path)
+    for seconds in ((0, 30), (30, 0)):
+        for s in seconds:
+            at = datetime(2026, 7, 1, 16, 0, s, tzinfo=UTC)  # midnight in Asia/Taipei
+            text = renderer.render("probe", "zh_Hant", {"at": at, "tz": "Asia/Taipei"}).text
+            assert text == _expected(at, "Asia/Taipei", "zh_Hant"), at
 
 
 def test_a_pattern_with_seconds_is_formatted_per_time(monkeypatch, tmp_path: Path):
