@@ -205,7 +205,10 @@ class _Compiled:
         cursor = dbapi_cursor(fairy)
         try:
             cursor.execute(self.sql, args)
-            rows = cursor.fetchall() if cursor.description is not None else []
+            # Rows only from a statement that returns some (a SELECT, a RETURNING), known
+            # from its compiled columns: psycopg builds cursor.description anew, a Column
+            # object per column, each time it is read.
+            rows = cursor.fetchall() if self.keys else []
         except self.error as exc:  # as SQLAlchemy reports it: IntegrityError, OperationalError...
             forget_cursor(fairy)
             raise DBAPIError.instance(self.sql, None, exc, self.error) from exc
