@@ -150,13 +150,18 @@ class MailAssembler:
         self.suggest = suggest  # help-centre articles for a confirmation (`suggest` in context)
 
     def assemble(self, row: StoredMail) -> bytes:
-        return self.build(row).raw
+        return self._build(row)[0]  # what the sender sends: no Assembled made per mail
 
     def build(self, row: StoredMail) -> Assembled:
         """Raises ValueError/KeyError/jinja2 errors for a row that can never be assembled (a
         bad address, a template missing): the sender should fail that row, not retry it."""
+        raw, subject = self._build(row)
+        return Assembled(raw=raw, subject=subject)
+
+    def _build(self, row: StoredMail) -> tuple[bytes, str]:
+        """The bytes and the subject as rendered."""
         if not row.params:  # queued before params existed: its bytes were fixed then
-            return Assembled(raw=bytes(row.raw), subject=row.subject)
+            return bytes(row.raw), row.subject
         p = json.loads(row.params)
         if p.get("v") != PARAMS_VERSION:
             raise ValueError(f"outbox #{row.id}: unknown params version {p.get('v')!r}")
@@ -166,6 +171,7 @@ class MailAssembler:
             # Looked up now, not at enqueue: a retry may list articles written meanwhile.
             context["articles"] = self.suggest(**wanted)
         rendered = self.renderer.render(row.kind, p["locale"], context)
+        attachments = p.get("attachments")
         out = Outgoing(
             kind=row.kind,
             to_addr=row.to_addr,
@@ -184,9 +190,9 @@ class MailAssembler:
             references=tuple(p["references"]),
             auto_submitted=p["auto_submitted"],
             locale=self.renderer.locale_for(p["locale"]),
-            attachments=tuple(self._attachment(a) for a in p.get("attachments", ())),
+            attachments=tuple(self._attachment(a) for a in attachments) if attachments else (),
         )
-        return Assembled(raw=compose_bytes(out), subject=rendered.subject)
+        return compose_bytes(out), rendered.subject
 
     def _attachment(self, ref: dict[str, str]) -> OutAttachment:
         if self.blobs is None:
