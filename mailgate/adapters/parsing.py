@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import mmap
 import multiprocessing
+import os
 import pickle
 import queue
 import signal
@@ -151,6 +152,16 @@ def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
 
 class _Worker:
     def __init__(self, ctx: Any, parse: Parse, blobs: BlobStore | None) -> None:
+        # parse_async's registration of the pipe with its event loop, kept from one parse to
+        # the next (an add_reader and a remove_reader per mail were two epoll_ctl calls): the
+        # loop and a duplicate of the pipe's descriptor, so a thread that closes the pipe (a
+        # big mail's parse, a kill) never leaves the loop watching a number reused since.
+        self.watch: tuple[asyncio.AbstractEventLoop, int] | None = None
+        self.waiter: asyncio.Future[bytes | None] | None = None  # parse_async's, for a reply
+        # A thread parsed on it since (a big mail): the loop may still hold a wake-up for that
+        # reply, which the thread has read; parse_async then registers the pipe afresh (the
+        # removal cancels that wake-up), so it never reads a reply that is not there yet.
+        self.shared = False
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
             target=_serve, args=(child, parse, blobs), name="mailgate-parse", daemon=True
@@ -163,12 +174,71 @@ class _Worker:
             raise TempFailure("parse worker did not start")
         self.conn.recv()
 
+    def watch_on(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Registered with `loop` for its replies (kept until the pipe ends or a reply comes
+        that no parse of the loop waits for); False if another running loop has it."""
+        if self.shared:
+            self.shared = False
+            if self.watch is not None and self.watch[0] is loop:
+                self.unwatch()
+        if self.watch is not None:
+            if self.watch[0] is loop:
+                return True
+            if not self.watch[0].is_closed():
+                return False
+            self.unwatch()
+        fd = os.dup(self.conn.fileno())
+        try:
+            loop.add_reader(fd, self._on_readable)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.watch = (loop, fd)
+        return True
+
+    def unwatch(self) -> None:
+        """On the watching loop's thread, or once that loop is closed."""
+        if self.watch is None:
+            return
+        loop, fd = self.watch
+        self.watch = None
+        if not loop.is_closed():
+            loop.remove_reader(fd)
+        os.close(fd)
+
+    def _on_readable(self) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is None:  # a thread's parse, or the end of an idle worker: stop watching
+            self.unwatch()
+            return
+        if waiter.done():
+            return
+        try:  # read here: left unread, the pipe would wake the loop again before the parse
+            waiter.set_result(self.conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            waiter.set_exception(exc)
+
+    def _drop_watch(self) -> None:
+        """Before the pipe closes: the loop's registration goes now when this is its thread
+        (or it is closed); from another thread the loop drops it at the end it reads."""
+        if self.watch is None:
+            return
+        loop = self.watch[0]
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop or loop.is_closed():
+            self.unwatch()
+
     def kill(self) -> None:
+        self._drop_watch()
         self.process.kill()
         self.process.join(5)
         self.conn.close()
 
     def close(self) -> None:
+        self._drop_watch()
         self.conn.close()  # the worker reads EOF and exits
         self.process.join(5)
         if self.process.is_alive():
@@ -279,12 +349,14 @@ class ParseWorkers:
                     worker = await asyncio.to_thread(self._spawn)
                     worker.conn.send_bytes(request)
                 del request
-                if not await _readable(worker.conn, self.timeout):
+                reply = await _reply(worker, self.timeout)
+                if reply is None:
                     worker.kill()
                     worker = None
                     logs.warning("parse.deadline", seconds=self.timeout, size=len(raw))
                     raise MailParseError(f"over a limit: parsing took more than {self.timeout:g} s")
-                kind, value = pickle.loads(worker.conn.recv_bytes())  # noqa: S301
+                kind, value = pickle.loads(reply)  # noqa: S301
+                del reply
             except (EOFError, OSError) as exc:
                 if worker is not None:
                     with contextlib.suppress(OSError):
@@ -306,6 +378,8 @@ class ParseWorkers:
         if idle is None:
             return parse_hollowed(raw, self.parse)
         worker = idle.get()  # waits while every worker is busy
+        if worker is not None:
+            worker.shared = True  # (see _Worker.shared)
         try:
             worker = worker or self._spawn()  # None: a killed one, replaced now
             request = self._request(raw)
@@ -346,6 +420,26 @@ def _outcome(kind: str, value: Any) -> InboundMail:
     if kind == "tempfail":
         raise TempFailure(value)
     raise ParseCrashed(value)
+
+
+async def _reply(worker: _Worker, timeout: float) -> bytes | None:
+    """The worker's reply, read by its watch on the loop; None after `timeout`."""
+    loop = asyncio.get_running_loop()
+    if not worker.watch_on(loop):  # (another running loop has it: watched for this reply)
+        return worker.conn.recv_bytes() if await _readable(worker.conn, timeout) else None
+    waiter: asyncio.Future[bytes | None] = loop.create_future()
+    worker.waiter = waiter
+    deadline = loop.call_later(timeout, _settle, waiter)  # (wait_for costs a task more)
+    try:
+        return await waiter
+    finally:
+        deadline.cancel()
+        worker.waiter = None
+
+
+def _settle(waiter: asyncio.Future[bytes | None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def _readable(conn: Connection, timeout: float) -> bool:
