@@ -47,6 +47,7 @@ from jinja2 import (
     select_autoescape,
 )
 from jinja2.runtime import Context
+from jinja2.utils import internalcode
 
 
 def available_locales(templates_dir: Path) -> tuple[str, ...]:
@@ -78,6 +79,7 @@ class _Environment(Environment):
         super().__init__(**options)
         self._kept: dict[tuple[str, str | None], Template] = {}
 
+    @internalcode  # left out of a template error's traceback, as Jinja's own is
     def get_template(
         self,
         name: str | Template,
