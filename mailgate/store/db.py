@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic_core import PydanticUndefined
-from sqlalchemy import Connection, Dialect, Engine, Table, create_engine, event, insert, inspect
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    Integer,
+    Table,
+    create_engine,
+    event,
+    insert,
+    inspect,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import configure_mappers
@@ -240,7 +250,11 @@ class _RowInsert:
     """One table's INSERT ... RETURNING id for one dialect: compiled once to the driver's SQL,
     its parameters' order and converters (SQLite's datetimes to text...), and its columns'
     Python defaults. Run on the session's own DBAPI connection (same transaction): the
-    SQLAlchemy execution context around it cost twice the statement itself."""
+    SQLAlchemy execution context around it cost twice the statement itself.
+
+    On SQLite, where `id` is an INTEGER PRIMARY KEY (the rowid itself), a plain INSERT and
+    the cursor's lastrowid (sqlite3_last_insert_rowid of that INSERT): the same id, without
+    RETURNING's result row (2.3 -> 0.9 µs a row)."""
 
     def __init__(self, model: type[SQLModel], dialect: Dialect) -> None:
         configure_mappers()  # a snapshot reads its fields through the mapped attributes
@@ -254,11 +268,9 @@ class _RowInsert:
             for name in self.columns
             if fields[name].default is not PydanticUndefined
         }
-        compiled = (
-            insert(table)
-            .returning(table.c.id)
-            .compile(dialect=dialect, column_keys=sorted(self.columns))
-        )
+        self.lastrowid = dialect.name == "sqlite" and _is_rowid(table)
+        statement = insert(table) if self.lastrowid else insert(table).returning(table.c.id)
+        compiled = statement.compile(dialect=dialect, column_keys=sorted(self.columns))
         self.sql = compiled.string
         self.order: tuple[str, ...] | None = (
             tuple(compiled.positiontup or ()) if compiled.positional else None
@@ -304,11 +316,25 @@ class _RowInsert:
         cursor = dbapi_cursor(fairy)
         try:
             cursor.execute(self.sql, params)
-            (row_id,) = cursor.fetchall()[0]  # every row: the INSERT is done, not in progress
+            if self.lastrowid:
+                row_id = cursor.lastrowid
+            else:
+                (row_id,) = cursor.fetchall()[0]  # every row: the INSERT is done
         except self.error as exc:  # as SQLAlchemy reports it: IntegrityError, OperationalError...
             forget_cursor(fairy)
             raise DBAPIError.instance(self.sql, None, exc, self.error) from exc
         return int(row_id)
+
+
+def _is_rowid(table: Table) -> bool:
+    """Is `id` the table's rowid (SQLite): its one INTEGER primary key, of a rowid table."""
+    id_column = table.c.get("id")
+    return (
+        id_column is not None
+        and list(table.primary_key.columns) == [id_column]
+        and type(id_column.type) is Integer
+        and table.dialect_options["sqlite"].get("with_rowid") is not False
+    )
 
 
 def _plain_fields(model: type[SQLModel]) -> tuple[str, ...] | None:

@@ -132,3 +132,28 @@ def test_a_missing_column_is_refused_as_before(db: Database) -> None:
         insert_values(session, Account, name="no address", created_at=NOW)
     with db.read() as session:
         assert not session.exec(select(Account).where(Account.name == "no address")).all()
+
+
+def test_the_id_given_back_is_the_rows_own(db: Database) -> None:
+    """On SQLite the id is the INSERT's rowid (no RETURNING): the row's own, after inserts
+    into other tables, a savepoint rolled back and a refused INSERT in between."""
+    with db.write() as session:
+        first = insert_values(session, Account, email="g@client.example", created_at=NOW)
+        ticket = insert_values(
+            session, Ticket, subject="t", requester_id=first.id, created_at=NOW,
+            updated_at=NOW, last_exchange_at=NOW,
+        )  # fmt: skip
+        with pytest.raises(RuntimeError), session.begin_nested():
+            insert_values(session, Account, email="undone@client.example", created_at=NOW)
+            raise RuntimeError("undone")
+        with pytest.raises(IntegrityError), session.begin_nested():
+            insert_values(session, Account, email="g@client.example", created_at=NOW)
+        second = insert_values(session, Account, email="h@client.example", created_at=NOW)
+        message = insert_values(
+            session, Message, ticket_id=ticket.id, message_id="m@x", created_at=NOW
+        )
+    with db.read() as session:
+        ids = dict(session.exec(select(Account.email, Account.id)).all())  # type: ignore[call-overload]
+        assert ids == {"g@client.example": first.id, "h@client.example": second.id}
+        assert session.exec(select(Ticket.id)).all() == [ticket.id]
+        assert session.exec(select(Message.id)).all() == [message.id]
