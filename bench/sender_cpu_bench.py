@@ -1,7 +1,7 @@
 """CPU per outbound mail of the sender process under a real `serve`, for a first contact's
 mix (a confirmation and an activation per message).
 
-    .venv/bin/python bench/sndr_proc_cpu_bench.py [--rounds 5] [--messages 300]
+    .venv/bin/python bench/sender_cpu_bench.py [--rounds 5] [--messages 300]
 
 Starts `serve` as bench/front_cpu_bench.py does (SQLite, outbound to a local SMTP sink), warms
 it up, then sends rounds of ingest_bench's ~5 KB first-contact messages. Around each round,
@@ -79,7 +79,7 @@ def main() -> int:
     python = str(VENV_PY if VENV_PY.exists() else Path(sys.executable))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
     env["PYTHONPATH"] = str(ROOT)
-    tmp = Path(tempfile.mkdtemp(prefix="mailgate-sndrbench-", dir="/tmp"))
+    tmp = Path(tempfile.mkdtemp(prefix="mailgate-sender-bench-", dir="/tmp"))
     os.chmod(tmp, 0o755)  # smtp-sink runs as nobody and writes in tmp/sink
     tag = f"{os.getpid()}x"
     (tmp / "sink").mkdir()

@@ -2,7 +2,7 @@
 2 connections to a local sink: `_Workers.run` as it is against the way it was before ("pool":
 every slot on the thread pool while the caller waits), rounds alternating.
 
-    .venv/bin/python bench/sndr_transport_bench.py [--rounds 6]
+    .venv/bin/python bench/transport_bench.py [--rounds 6]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="sndr-transport-"))
+    folder = Path(tempfile.mkdtemp(prefix="transport-bench-"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         sink = Sink(folder, int(s.getsockname()[1]), sys.executable)

@@ -2,7 +2,7 @@
 customer, each with its own Date, ticket, Message-ID, link expiry (now + 72 h, to the
 microsecond, as accounts._link_expiry makes it) and recipient, in French and English.
 
-    .venv/bin/python bench/sndr_mix_bench.py [--mails 2000] [--rounds 7] [--profile]
+    .venv/bin/python bench/sender_mix_bench.py [--mails 2000] [--rounds 7] [--profile]
 
 Prints the best round's CPU (process_time) of MailAssembler.build per mail. The params are
 made by encode_params from contexts shaped like the ones Tickets.mail_about and
