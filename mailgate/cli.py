@@ -144,6 +144,7 @@ def _preflight() -> str | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from mailgate import gctune
     from mailgate.app import build, serve
 
     cfg = config_mod.load(args.config)
@@ -153,7 +154,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EX_OSERR
     try:
         app = build(cfg)
-        asyncio.run(serve(app))
+        # Its own process: the collector set once everything is built (in-process test
+        # serves keep the test runner's).
+        asyncio.run(serve(app, on_ready=lambda _app: gctune.settle()))
     except (OSError, EOFError) as exc:  # a listener cannot bind, a file cannot be read: one line
         print(f"mailgate: cannot start: {describe_error(exc)}", file=sys.stderr)
         return EX_OSERR

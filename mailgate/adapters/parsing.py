@@ -35,7 +35,7 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mailgate import logs
+from mailgate import gctune, logs
 from mailgate.core.hollow import Raw, parse_hollowed
 from mailgate.core.mail import BlobRef, InboundMail, MailParseError, parse_mail
 from mailgate.errors import TempFailure
@@ -118,6 +118,7 @@ def _serve(conn: Connection, parse: Parse, blobs: BlobStore | None) -> None:
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
+    gctune.settle()
     conn.send(("ready", None))
     while not stop:
         raw: Raw

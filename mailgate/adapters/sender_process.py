@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from mailgate import frames, logs, supervise
+from mailgate import frames, gctune, logs, supervise
 from mailgate.errors import TempFailure
 from mailgate.metrics import Metrics
 from mailgate.services.outbox_queue import ClaimedRow, OutboxQueue, Outcome
@@ -241,6 +241,7 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
     app = factory(config)
+    gctune.settle()
     sender = app.sender
     if len(argv) > 1:
         sender.queue = WritesThroughServe(sender.queue, socket.socket(fileno=int(argv[1])))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "mailgate"
-LEAVES = {"config", "errors", "clock", "logs", "metrics", "keys", "frames", "supervise"}
+LEAVES = {"config", "errors", "clock", "logs", "metrics", "keys", "frames", "supervise",
+          "gctune"}
 RANK = {"core": 0, "store": 1, "services": 2, "adapters": 3, "app": 4, "cli": 4, "wiring": 4,
         "cli_warm": 4, "cli_warm_server": 4,
         "deliver": 4, "cli_articles": 4, "cli_oauth": 4, "__main__": 5}

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mailgate import frames, logs, supervise
+from mailgate import frames, gctune, logs, supervise
 from mailgate.adapters.smtp import (
     DataBudget,
     InboundHandler,
@@ -421,6 +421,7 @@ def main(argv: list[str]) -> int:
         return 1  # serve went away before the start
     logs.setup(log_format, log_level)
     app = factory(config)
+    gctune.settle()
     return asyncio.run(run_sessions(app, control, sockets, specs, budget))
 
 
