@@ -50,6 +50,8 @@ def _same(full: Any, lean: Any, where: str, depth: int, seen: set[int]) -> list[
             return [f"{where}: {len(full)} items in app.build, {len(lean)} in wiring"]
         return [p for i, (f, g) in enumerate(zip(full, lean, strict=True))
                 for p in _same(f, g, f"{where}[{i}]", depth, seen)]
+    if hasattr(full, "__wrapped__") and hasattr(lean, "__wrapped__"):  # lru_cache(closure)
+        return _same(full.__wrapped__, lean.__wrapped__, where, depth, seen)
     if inspect.isfunction(full):  # closures made afresh by each build: the same code will do
         return [] if full.__qualname__ == lean.__qualname__ else [f"{where}: another function"]
     if isinstance(full, SCALARS) or dataclasses.is_dataclass(full) or callable(full):
