@@ -101,6 +101,47 @@ def start_spy(out: str | None, serve_pid: int) -> subprocess.Popen[bytes] | None
     return proc
 
 
+class BenchServe:
+    """A `mailgate serve` as ingest_bench starts it (SQLite, one SMTP front, outbound to a
+    local SMTP sink), in a temporary folder: the set-up this bench and sender_cpu_bench share."""
+
+    def __init__(self, prefix: str) -> None:
+        self.python = str(VENV_PY if VENV_PY.exists() else Path(sys.executable))
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+        self.env["PYTHONPATH"] = str(ROOT)
+        self.tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        os.chmod(self.tmp, 0o755)  # smtp-sink runs as nobody and writes in tmp/sink
+        self.tag = f"{os.getpid()}x"
+        (self.tmp / "sink").mkdir()
+        self.sink = Sink(self.tmp / "sink", free_port(), self.python, "auto", group=tag_of)
+        self.port = free_port()
+        self.config = self.tmp / "mailgate.toml"
+        write_config(
+            self.config,
+            {
+                ("mailgate", "data_dir"): str(self.tmp / "data"),
+                ("database", "url"): f"sqlite:///{self.tmp / 'data' / 'mailgate.db'}",
+                ("inbound", "smtp_listen"): f"127.0.0.1:{self.port}",
+                ("inbound", "lmtp_listen"): "",
+                ("inbound", "smtp_processes"): 1,
+                ("addresses", "support"): SUPPORT,
+                ("outbound", "transport"): f"smtp://127.0.0.1:{self.sink.port}",
+                ("outbound", "first_contact_per_hour"): 1_000_000,
+                ("portal", "listen"): "",
+                ("metrics", "listen"): "",
+            },
+        )
+        argv = [self.python, "-m", "mailgate", "--config", str(self.config), "serve"]
+        self.server = Server("mailgate", argv, self.port, self.tmp / "mailgate.log", self.env)
+
+    def start(self) -> None:
+        """The sink, the schema (`db upgrade`, the install step), then serve."""
+        self.sink.start()
+        upgrade = [self.python, "-m", "mailgate", "--config", str(self.config), "db", "upgrade"]
+        subprocess.run(upgrade, check=True, env=self.env, cwd=ROOT, capture_output=True)
+        self.server.start()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -113,40 +154,12 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    python = str(VENV_PY if VENV_PY.exists() else Path(sys.executable))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    env["PYTHONPATH"] = str(ROOT)
-    tmp = Path(tempfile.mkdtemp(prefix="mailgate-frontbench-", dir="/tmp"))
-    os.chmod(tmp, 0o755)  # smtp-sink runs as nobody and writes in tmp/sink
-    tag = f"{os.getpid()}x"
-    (tmp / "sink").mkdir()
-    sink = Sink(tmp / "sink", free_port(), python, "auto", group=tag_of)
-    port = free_port()
-    config = tmp / "mailgate.toml"
-    write_config(
-        config,
-        {
-            ("mailgate", "data_dir"): str(tmp / "data"),
-            ("database", "url"): f"sqlite:///{tmp / 'data' / 'mailgate.db'}",
-            ("inbound", "smtp_listen"): f"127.0.0.1:{port}",
-            ("inbound", "lmtp_listen"): "",
-            ("inbound", "smtp_processes"): 1,
-            ("addresses", "support"): SUPPORT,
-            ("outbound", "transport"): f"smtp://127.0.0.1:{sink.port}",
-            ("outbound", "first_contact_per_hour"): 1_000_000,
-            ("portal", "listen"): "",
-            ("metrics", "listen"): "",
-        },
-    )
-    server = Server("mailgate", [python, "-m", "mailgate", "--config", str(config), "serve"],
-                    port, tmp / "mailgate.log", env)  # fmt: skip
+    bench = BenchServe("mailgate-frontbench-")
+    tmp, tag, sink, port, server = bench.tmp, bench.tag, bench.sink, bench.port, bench.server
     per_role: dict[str, list[float]] = {}
     spy: subprocess.Popen[bytes] | None = None
     try:
-        sink.start()
-        upgrade = [python, "-m", "mailgate", "--config", str(config), "db", "upgrade"]
-        subprocess.run(upgrade, check=True, env=env, cwd=ROOT, capture_output=True)
-        server.start()
+        bench.start()
         for round_no in range(-1, args.rounds):  # round -1: the warm-up, not counted
             count = 40 if round_no < 0 else args.messages
             messages = make_messages(f"{tag}r{round_no + 1}", count, args.size)

@@ -14,29 +14,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is not a package
-from front_cpu_bench import processes
+from front_cpu_bench import BenchServe, processes
 from ingest_bench import (
-    ROOT,
-    SUPPORT,
-    VENV_PY,
     Result,
-    Server,
-    free_port,
     make_messages,
     run_load,
     stop_profiler,
-    tag_of,
-    write_config,
 )
 from sink import Sink
 
@@ -76,42 +67,15 @@ def main() -> int:
     parser.add_argument("--profile", metavar="FILE", help="py-spy (--gil, raw) on the sender")
     args = parser.parse_args()
 
-    python = str(VENV_PY if VENV_PY.exists() else Path(sys.executable))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    env["PYTHONPATH"] = str(ROOT)
-    tmp = Path(tempfile.mkdtemp(prefix="mailgate-sender-bench-", dir="/tmp"))
-    os.chmod(tmp, 0o755)  # smtp-sink runs as nobody and writes in tmp/sink
-    tag = f"{os.getpid()}x"
-    (tmp / "sink").mkdir()
-    sink = Sink(tmp / "sink", free_port(), python, "auto", group=tag_of)
-    port = free_port()
-    config = tmp / "mailgate.toml"
-    write_config(
-        config,
-        {
-            ("mailgate", "data_dir"): str(tmp / "data"),
-            ("database", "url"): f"sqlite:///{tmp / 'data' / 'mailgate.db'}",
-            ("inbound", "smtp_listen"): f"127.0.0.1:{port}",
-            ("inbound", "lmtp_listen"): "",
-            ("inbound", "smtp_processes"): 1,
-            ("addresses", "support"): SUPPORT,
-            ("outbound", "transport"): f"smtp://127.0.0.1:{sink.port}",
-            ("outbound", "first_contact_per_hour"): 1_000_000,
-            ("portal", "listen"): "",
-            ("metrics", "listen"): "",
-        },
-    )
-    server = Server("mailgate", [python, "-m", "mailgate", "--config", str(config), "serve"],
-                    port, tmp / "mailgate.log", env)  # fmt: skip
+    bench = BenchServe("mailgate-sender-bench-")
+    python, tmp, tag = bench.python, bench.tmp, bench.tag
+    sink, port, server = bench.sink, bench.port, bench.server
     per_mail: list[float] = []
     spy: subprocess.Popen[bytes] | None = None
     spy_bin = shutil.which("py-spy", path=str(Path(python).parent))
     owed = 0
     try:
-        sink.start()
-        upgrade = [python, "-m", "mailgate", "--config", str(config), "db", "upgrade"]
-        subprocess.run(upgrade, check=True, env=env, cwd=ROOT, capture_output=True)
-        server.start()
+        bench.start()
         for round_no in range(-1, args.rounds):  # round -1: the warm-up, not counted
             count = 40 if round_no < 0 else args.messages
             messages = make_messages(f"{tag}r{round_no + 1}", count, args.size)
