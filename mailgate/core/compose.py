@@ -80,40 +80,6 @@ class Outgoing:
     locale: str = "fr"
     attachments: tuple[OutAttachment, ...] = ()
 
-    def __init__(
-        self,
-        kind: str,
-        to_addr: str,
-        subject: str,
-        text: str,
-        from_addr: str,
-        from_name: str,
-        message_id: str,
-        date: datetime,
-        hostname: str,
-        to_name: str = "",
-        html: str | None = None,
-        ticket_id: int | None = None,
-        reply_to: str | None = None,
-        in_reply_to: str | None = None,
-        references: tuple[str, ...] = (),
-        auto_submitted: str | None = "auto-generated",
-        locale: str = "fr",
-        attachments: tuple[OutAttachment, ...] = (),
-    ) -> None:
-        """The dataclass's own __init__, its fields stored at once: a frozen dataclass sets
-        each of the 18 through object.__setattr__ (~1.5 µs a mail). A test checks this
-        signature is the fields'."""
-        object.__setattr__(self, "__dict__", {
-            "kind": kind, "to_addr": to_addr, "subject": subject, "text": text,
-            "from_addr": from_addr, "from_name": from_name, "message_id": message_id,
-            "date": date, "hostname": hostname, "to_name": to_name, "html": html,
-            "ticket_id": ticket_id, "reply_to": reply_to, "in_reply_to": in_reply_to,
-            "references": references, "auto_submitted": auto_submitted, "locale": locale,
-            "attachments": attachments,
-        })  # fmt: skip
-        self.__post_init__()
-
     def __post_init__(self) -> None:
         # Text echoed from a broken mail (undecodable bytes kept as lone surrogates) cannot
         # be encoded as UTF-8: each such character becomes U+FFFD, as a mail reader shows it.

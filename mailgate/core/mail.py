@@ -105,40 +105,6 @@ class InboundMail:
     # the configured locales; None when it cannot be told (too short, mixed, not detected).
     detected_locale: str | None = None
 
-    def __init__(
-        self,
-        message_id: str,
-        message_id_synthesized: bool,
-        subject: str,
-        from_addr: str,
-        from_name: str,
-        reply_to: tuple[str, ...],
-        to: tuple[str, ...],
-        cc: tuple[str, ...],
-        in_reply_to: tuple[str, ...],
-        references: tuple[str, ...],
-        date: datetime | None,
-        headers: tuple[tuple[str, str], ...],
-        text: str,
-        html: str | None,
-        attachments: tuple[Attachment, ...],
-        locale: str | None,
-        defects: tuple[str, ...],
-        sender_ambiguous: bool = False,
-        detected_locale: str | None = None,
-    ) -> None:
-        """The dataclass's own __init__, its fields stored at once: a frozen dataclass sets
-        each of the 19 through object.__setattr__ (a parse makes two: parse_mail's and
-        parse_detecting's replace). A test checks this signature is the fields'."""
-        object.__setattr__(self, "__dict__", {
-            "message_id": message_id, "message_id_synthesized": message_id_synthesized,
-            "subject": subject, "from_addr": from_addr, "from_name": from_name,
-            "reply_to": reply_to, "to": to, "cc": cc, "in_reply_to": in_reply_to,
-            "references": references, "date": date, "headers": headers, "text": text,
-            "html": html, "attachments": attachments, "locale": locale, "defects": defects,
-            "sender_ambiguous": sender_ambiguous, "detected_locale": detected_locale,
-        })  # fmt: skip
-
     def header(self, name: str) -> str | None:
         wanted = name.lower()
         return next((v for k, v in self.headers if k.lower() == wanted), None)

@@ -3,9 +3,7 @@ code gives: each is compared with the code it stands in for, on generated input.
 
 from __future__ import annotations
 
-import dataclasses
 import email
-import inspect
 import pickle
 import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
@@ -194,25 +192,3 @@ def test_message_from_bytes_across_the_parsers_8192_character_chunks(shift: int)
         raw = head + filler + middle + b"y\r\n" * 5000 + b"\rend"
         both_parses(raw)
         both_parses(raw.replace(b"\r\n", b"\n"))
-
-
-def test_mail_init_takes_the_fields_in_order_with_their_defaults():
-    params = list(inspect.signature(InboundMail.__init__).parameters.values())[1:]
-    fields = dataclasses.fields(InboundMail)
-    assert [(p.name, p.default, p.kind) for p in params] == [
-        (
-            f.name,
-            inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        )
-        for f in fields
-    ]
-    assert all(f.default_factory is dataclasses.MISSING for f in fields)
-    made = a_mail(None)
-    assert list(vars(made)) == [f.name for f in fields]
-    assert InboundMail(*vars(made).values()) == made
-    changed = dataclasses.replace(made, subject="t")
-    assert changed.subject == "t" and hash(changed) == hash(InboundMail(*vars(changed).values()))
-    assert dataclasses.replace(made, detected_locale=None).detected_locale is None
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        made.subject = "changed"  # type: ignore[misc]
