@@ -117,6 +117,9 @@ class WarmServer:
         return 0
 
     def _bind(self) -> socket.socket:
+        # The data folder may not exist yet (PostgreSQL, and no blob written so far): without
+        # it the bind failed, and serve restarted this process until something made it.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         tmp.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
