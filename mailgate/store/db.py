@@ -80,13 +80,7 @@ def _sqlite_engine(url: str, *, writer: bool, busy_timeout_ms: int) -> Engine:
         # On the DBAPI cursor, as the savepoints (fast_savepoints): exec_driver_sql's execution
         # context cost ~20 µs a transaction, and the group commit begins one per batch. An
         # error (busy past the timeout, a lost connection) is SQLAlchemy's, as before.
-        fairy = conn.connection
-        cursor = dbapi_cursor(fairy)
-        try:
-            cursor.execute(begin)
-        except error as exc:
-            forget_cursor(fairy)
-            conn._handle_dbapi_exception(exc, begin, (), cursor, None)  # raises
+        run_text(conn, begin, error)
 
     return engine
 
@@ -195,6 +189,19 @@ class Database:
             self.read_engine.dispose()
 
 
+def run_text(conn: Connection, sql: str, error: type[Exception]) -> None:
+    """A parameterless statement of ours on the connection's kept DBAPI cursor; an `error`
+    from the driver is handled as SQLAlchemy handles one (its exception classes,
+    `handle_error` listeners, a lost connection invalidated) and the cursor is forgotten."""
+    fairy = conn.connection
+    cursor = dbapi_cursor(fairy)
+    try:
+        cursor.execute(sql)
+    except error as exc:
+        forget_cursor(fairy)
+        conn._handle_dbapi_exception(exc, sql, (), cursor, None)  # raises
+
+
 def fast_savepoints(dialect: Dialect) -> None:
     """SAVEPOINT, RELEASE SAVEPOINT and ROLLBACK TO SAVEPOINT run as their text on the DBAPI
     cursor, not as statements SQLAlchemy compiles and wraps in an execution context each time
@@ -213,23 +220,14 @@ def fast_savepoints(dialect: Dialect) -> None:
     def quoted(name: str) -> str:
         return preparer.format_savepoint(None, name)
 
-    def run(conn: Connection, sql: str) -> None:
-        fairy = conn.connection
-        cursor = dbapi_cursor(fairy)
-        try:
-            cursor.execute(sql)
-        except error as exc:
-            forget_cursor(fairy)
-            conn._handle_dbapi_exception(exc, sql, (), cursor, None)  # raises
-
     def do_savepoint(conn: Connection, name: str) -> None:
-        run(conn, f"SAVEPOINT {quoted(name)}")
+        run_text(conn, f"SAVEPOINT {quoted(name)}", error)
 
     def do_release_savepoint(conn: Connection, name: str) -> None:
-        run(conn, f"RELEASE SAVEPOINT {quoted(name)}")
+        run_text(conn, f"RELEASE SAVEPOINT {quoted(name)}", error)
 
     def do_rollback_to_savepoint(conn: Connection, name: str) -> None:
-        run(conn, f"ROLLBACK TO SAVEPOINT {quoted(name)}")
+        run_text(conn, f"ROLLBACK TO SAVEPOINT {quoted(name)}", error)
 
     # Instance attributes: this engine's dialect only, called as dialect.do_savepoint(conn, name).
     dialect.do_savepoint = do_savepoint  # type: ignore[method-assign]
