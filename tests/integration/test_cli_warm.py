@@ -131,6 +131,8 @@ def test_commands_run_warm_say_what_they_say_in_their_own_process(warm: WarmServ
     assert code == 0 and "warm-agent@example.com" in out
     assert warm.ran_until(before + 11)[-1] == ('"agent add"', "0")
     assert run(warm.config, "agent", "list", "--json")[1].count("warm-agent@example.com") == 1
+    # Its line logged too: the next test counts the warm process's runs from here.
+    assert warm.ran_until(before + 12)[-1] == ('"agent list"', "0")
 
 
 def json_tickets(out: str) -> list[str]:
