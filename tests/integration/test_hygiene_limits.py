@@ -73,8 +73,12 @@ def _timed(mailgate: Mailgate, raw: bytes) -> tuple[int, float]:
     return code, time.monotonic() - started
 
 
-def test_100000_parts_are_quarantined_in_seconds_and_1000_are_read(roomy_mailgate: Mailgate):
-    mg = roomy_mailgate
+def test_100000_parts_are_quarantined_in_seconds_and_1000_are_read(
+    patient_mailgate: Mailgate,
+):
+    # The 8 s deadline: on a loaded slow machine the parse once passed 2 s before it reached
+    # the part limit, and the reason was the deadline's.
+    mg = patient_mailgate
     huge = _wide(100_000)
     code, seconds = _timed(mg, huge)
     print(f"\n100,000-part message ({len(huge) / 1e6:.1f} MB): 250 after {seconds:.2f} s")
