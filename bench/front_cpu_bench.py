@@ -6,8 +6,9 @@ Starts `mailgate serve` as ingest_bench does (SQLite, outbound to a local SMTP s
 front: `[inbound] smtp_processes = 1`), warms it up, then sends rounds of ingest_bench's ~5 KB
 first-contact messages. Around each round it reads the CPU time (utime + stime, /proc) of the
 front process, of its descendants (the fork server and the parse workers), of serve itself and
-of its sender process, and prints microseconds of CPU per message: best and median over the rounds. CPU time, not
-wall time: other work on the machine slows the run but hardly moves these figures.
+of its sender process, and prints microseconds of CPU per message: best and median over the
+rounds. CPU time, not wall time: other work on the machine slows the run but hardly moves these
+figures.
 """
 
 from __future__ import annotations
