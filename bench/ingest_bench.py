@@ -10,7 +10,11 @@ local SMTP sink (Postfix's smtp-sink when installed, else bench/sink.py), and ge
      owes (confirmation + activation) has reached the sink;
   2. paced: N messages at --rate/s; p99 of end-of-DATA `.` -> 250 and how much of the outbound
      reached the sink while the load ran.
-The bare aiosmtpd server gives the ceiling (the ratio's denominator). The script exits 1 when a
+The bare aiosmtpd server gives the ceiling (the ratio's denominator). It is measured flat out
+before the SQLite run and again right after it, and the ratio is taken against the mean of the
+two: the speed of a shared (virtual) machine drifts by ±20 % from one minute to the next, and one
+ceiling measured a minute before the run it divides made the ratio swing with that drift
+(bench/README.md). The script exits 1 when a
 message was refused, a ticket or an outbound mail is missing or doubled, or the outbox did not
 drain: a fast figure that lost mail is never printed as a success.
 """
@@ -704,17 +708,25 @@ def progress(line: str) -> None:
 
 
 def run_bare(
-    python: str, env: dict[str, str], tmp: Path, tag: str, args: argparse.Namespace
+    python: str,
+    env: dict[str, str],
+    tmp: Path,
+    tag: str,
+    args: argparse.Namespace,
+    paced: bool = True,
+    name: str = "bare",
+    key: str = "b",
 ) -> list[Result]:
-    """The ceiling: aiosmtpd with mailgate's listener settings, storing nothing."""
+    """The ceiling: aiosmtpd with mailgate's listener settings, storing nothing (flat out, then
+    paced unless `paced` is False or --quick)."""
     port = free_port()
     argv = [python, str(Path(__file__).resolve()), "--bare-server", str(port)]
-    bare = Server("bare", argv, port, tmp / "bare.log", env)
+    bare = Server(name, argv, port, tmp / f"{name}.log", env)
     bare.start()
     try:
-        asyncio.run(warm(bare, f"{tag}bwarm", args))
-        results = [asyncio.run(measure(bare, f"{tag}btp", args))]
-        if not args.quick:
+        asyncio.run(warm(bare, f"{tag}{key}warm", args))
+        results = [asyncio.run(measure(bare, f"{tag}{key}tp", args))]
+        if paced and not args.quick:
             results.append(asyncio.run(measure(bare, f"{tag}brate", args, args.rate)))
         for r in results:
             what = f"paced {r.offered:g}/s" if r.offered else "flat out"
@@ -770,8 +782,11 @@ def run_mailgate(
             ("database", "url"): url,
             ("inbound", "smtp_listen"): f"127.0.0.1:{port}",
             ("inbound", "lmtp_listen"): "",
-            **({("inbound", "smtp_processes"): args.smtp_processes}
-               if args.smtp_processes is not None else {}),
+            **(
+                {("inbound", "smtp_processes"): args.smtp_processes}
+                if args.smtp_processes is not None
+                else {}
+            ),
             ("addresses", "support"): SUPPORT,
             ("outbound", "transport"): f"smtp://127.0.0.1:{sink.port}",
             # The anti-backscatter cap on mail to new addresses (200/h by default) would hold
@@ -896,7 +911,19 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def report_targets(bare_tp: Result, runs: list[MailgateRun], args: argparse.Namespace) -> None:
+def ceiling(bare_flat: list[Result]) -> tuple[float, str]:
+    """The ratio's denominator, the mean of the bare flat-out runs, and how it was made."""
+    rates = [r.rate for r in bare_flat]
+    mean = sum(rates) / len(rates) if rates else 0.0
+    if len(rates) < 2:
+        return mean, f"{mean:.0f} msg/s"
+    return mean, f"mean of {' and '.join(f'{x:.0f}' for x in rates)}: {mean:.0f} msg/s"
+
+
+def report_targets(
+    bare_flat: list[Result], runs: list[MailgateRun], args: argparse.Namespace
+) -> None:
+    bare_rate, bare_text = ceiling(bare_flat)
     for run in runs:
         flat, paced = run.flow(False), run.flow(True)
         scope = "" if run.label == "SQLite" else " (reported; the targets are for SQLite)"
@@ -906,7 +933,7 @@ def report_targets(bare_tp: Result, runs: list[MailgateRun], args: argparse.Name
             continue
         if flat is not None:
             r = flat.result
-            ratio = flat.sustained / bare_tp.rate if bare_tp.rate else 0.0
+            ratio = flat.sustained / bare_rate if bare_rate else 0.0
             drain = f"{flat.drain_seconds:.1f} s" if flat.drain_seconds is not None else "never"
             print(
                 f"  sustained {flat.sustained:.0f} msg/s (first message -> last of "
@@ -915,7 +942,7 @@ def report_targets(bare_tp: Result, runs: list[MailgateRun], args: argparse.Name
                 f"{drain} after it"
             )
             print(
-                f"  ratio sustained / bare ({bare_tp.rate:.0f} msg/s): {ratio:.2f}  "
+                f"  ratio sustained / bare ({bare_text}): {ratio:.2f}  "
                 f"target >= {GOAL_RATIO}: {verdict(ratio >= GOAL_RATIO)}"
             )
         if paced is not None:
@@ -1039,6 +1066,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(
                 run_mailgate("SQLite", "s", url, sink, python, env, tmp, tag, args, results)
             )
+            # The ceiling again, right after: the ratio takes the mean (the docstring).
+            results += run_bare(
+                python, env, tmp, tag, args, paced=False, name="bare again", key="a"
+            )
         if "postgresql" in wanted:
             pg = PgDatabase(args.database_url)
             why = pg.reachable()
@@ -1067,7 +1098,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "CPU ms/msg: mailgate's whole\n  process tree from the first message until drained"
         )
         print()
-        report_targets(results[0], runs, args)
+        report_targets(
+            [r for r in results if r.server.startswith("bare") and not r.offered], runs, args
+        )
         print()
         honest = all(run.honest for run in runs)
         for run in runs:
