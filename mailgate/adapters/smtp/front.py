@@ -380,6 +380,7 @@ async def run_sessions(app: Any, control: socket.socket, sockets: list[socket.so
     replay_parses(app.ingestor)  # prepare() parses on the loop, then prepare meets that parse
     if app.ingestor.verifier is not None:
         await asyncio.to_thread(app.ingestor.verifier.warm)
+    gctune.settle()  # again: what the parsers' warm-up parse imported and built is kept too
     control.setblocking(False)
     reader, writer = await asyncio.open_unix_connection(sock=control)
     link = ServeLink(reader, writer)
