@@ -85,15 +85,16 @@ class OverBudget(BaseException):
 
 
 # The timer of inline parses is ITIMER_PROF, the process's CPU time: a parse descheduled under
-# load is not cut short, and SIGALRM stays free for others (pytest-timeout's). Its handler
-# raises only while a parse is armed, in the main thread: a late signal is ignored.
+# load is not cut short, and SIGALRM stays free for others (pytest-timeout's). Past the budget
+# its signal comes again every BUDGET_REPEAT seconds until the parse gives up: a bare `except:`
+# on the way (the stdlib's header parser has one) swallows one OverBudget, not the next. The
+# handler raises only while a parse is armed, in the main thread: a late signal is ignored.
+BUDGET_REPEAT = 0.005
 _armed = False
 
 
 def _on_budget_signal(_signum: int, _frame: object) -> None:
-    global _armed
     if _armed:
-        _armed = False
         raise OverBudget
 
 
@@ -103,14 +104,16 @@ def parse_within(budget: float, parse: Parse, raw: bytes) -> InboundMail | None:
     if signal.getsignal(signal.SIGPROF) is not _on_budget_signal:
         signal.signal(signal.SIGPROF, _on_budget_signal)
     try:
-        _armed = True
-        signal.setitimer(signal.ITIMER_PROF, budget)
         try:
+            _armed = True
+            signal.setitimer(signal.ITIMER_PROF, budget, BUDGET_REPEAT)
             return parse(raw)
         finally:
+            # First, before any call: the interpreter runs a signal's handler only at a call
+            # or a loop's jump, so none can raise between here and the end.
             _armed = False
             signal.setitimer(signal.ITIMER_PROF, 0)
-    except OverBudget:  # (also when the signal came in the finally above: nothing held)
+    except OverBudget:
         return None
 
 
