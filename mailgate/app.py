@@ -24,7 +24,7 @@ from mailgate.adapters.httpserver import HttpServer
 from mailgate.adapters.imap import ImapPoller, mailbox_key
 from mailgate.adapters.oauth_tokens import mailbox_tokens, outbound_tokens
 from mailgate.adapters.oidc_client import OidcClient, read_secret
-from mailgate.adapters.parsing import INLINE_BUDGET, ParseWorkers
+from mailgate.adapters.parsing import ParseWorkers
 from mailgate.adapters.portal import PortalSettings, create_app
 from mailgate.adapters.postfix_map import PostfixMap
 from mailgate.adapters.scheduler import Scheduler
@@ -146,7 +146,6 @@ def build(config: Config, clock: Clock | None = None, transport: Transport | Non
         config.inbound.parse_timeout_seconds,
         parse=parser_for(renderer.locales),  # with the language of the text (issue 15)
         blobs=blobs,
-        inline_budget=INLINE_BUDGET,  # small mail parsed on the SMTP loop first (issue 11)
     )
     ingestor = Ingestor(
         db=db,

@@ -62,7 +62,7 @@ BY_BLOB_BYTES = 1 << 20  # mails from this size, already stored, are read by the
 BY_BLOB, BY_BYTES, INLINE = b"blob:", b"bytes", b"data:"
 RECYCLE_BYTES = 8 << 20  # after a mail this big, the worker is replaced by a fresh one
 INLINE_PARSE_BYTES = 64 << 10  # parse_async parses mails up to this size on the loop first
-INLINE_BUDGET = 0.05  # CPU seconds a parse may hold the loop (app's; ParseWorkers' default: 0, off)
+INLINE_BUDGET = 0.05  # CPU seconds a parse may hold an SMTP process's loop (allow_inline)
 INLINE_PAUSE = 1.0  # seconds without inline parsing after a parse outlived its budget
 # A short plain mail whose text is long enough for the language detector: parsed once at
 # start() when parsing inline, so the first mail does not pay for the imports and the models.
@@ -325,13 +325,19 @@ class ParseWorkers:
         self.parse = parse
         self.blobs = blobs
         self.recycle_bytes = recycle_bytes
-        # parse_async's inline parses (see the module's docstring): never longer than the
-        # deadline itself; 0 turns them off.
-        self.inline_budget = min(inline_budget, timeout)
+        self.inline_budget = 0.0
+        self.allow_inline(inline_budget)
         self._inline_paused_until = 0.0
+        self.parsed_inline = 0  # mails parse_async parsed on its loop (for tests and curiosity)
         self._ctx: Any = None
         self._idle: queue.Queue[_Worker | None] | None = None
         self._slots: asyncio.Semaphore | None = None  # parse_async's turns: one per worker
+
+    def allow_inline(self, budget: float = INLINE_BUDGET) -> None:
+        """parse_async parses small mail on its loop first, within `budget` (the module's
+        docstring; never more than the deadline itself); 0 turns it off. Before start(): for
+        the process that runs SMTP sessions, whose parser start() then warms up."""
+        self.inline_budget = min(budget, self.timeout)
 
     def start(self) -> None:
         ctx = multiprocessing.get_context("forkserver")
@@ -345,7 +351,12 @@ class ParseWorkers:
         if self.inline_budget:  # imports and models loaded now, not on the first mail
             with contextlib.suppress(Exception):
                 parse_hollowed(_WARM_MAIL, self.parse)
-        logs.info("parse_workers.started", workers=self.workers, timeout=self.timeout)
+        logs.info(
+            "parse_workers.started",
+            workers=self.workers,
+            timeout=self.timeout,
+            inline_budget=self.inline_budget,
+        )
 
     def stop(self) -> None:
         """Once nothing parses any more (serve stops the listeners and pollers first)."""
@@ -467,6 +478,8 @@ class ParseWorkers:
         if mail is None:
             self._inline_paused_until = time.monotonic() + INLINE_PAUSE
             logs.info("parse.over_budget", seconds=self.inline_budget, size=len(raw))
+        else:
+            self.parsed_inline += 1
         return mail
 
     def _parse_small(self, raw: bytes) -> InboundMail:

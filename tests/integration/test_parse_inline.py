@@ -145,3 +145,4 @@ def test_parse_within_leaves_no_timer_armed():
 def test_a_swallowed_interruption_is_not_the_last():
     assert parse_within(BUDGET, stubborn_parse, MAIL) is None
     assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mailgate.adapters.parsing import INLINE_BUDGET
 from mailgate.store.db import Database
 from mailgate.store.models import Ticket
 from tests.conftest import make_mail
@@ -146,3 +147,21 @@ def test_a_killed_front_is_restarted_and_a_killed_serve_takes_its_fronts_down(
         assert count(db, Ticket) == 3
     finally:
         db.dispose()
+
+
+def test_fronts_parse_small_mail_on_their_loop(
+    tmp_path: Path, database_url: str, sink: SmtpSink, capfd: pytest.CaptureFixture[str]
+):
+    """A front parses small mail itself under the budget; serve, whose sessions are in the
+    fronts, does not (its parses, IMAP's and the portal's, run in threads: the workers')."""
+    config = write_config(tmp_path, database_url=database_url, sink_port=sink.port)
+    set_inbound(config, smtp_processes=1)
+    mg = Mailgate(config)
+    try:
+        assert send(mg.smtp_port, 1).startswith("2.0.0 Stored (ticket ")
+        assert mg.app.parsers.inline_budget == 0
+    finally:
+        mg.stop()
+    started = [line for line in capfd.readouterr().err.splitlines()
+               if "event=parse_workers.started" in line]  # fmt: skip
+    assert any(f"inline_budget={INLINE_BUDGET}" in line for line in started), started

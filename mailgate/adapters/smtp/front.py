@@ -376,6 +376,7 @@ async def run_sessions(app: Any, control: socket.socket, sockets: list[socket.so
         loop.add_signal_handler(sig, stop.set)
     loop.set_default_executor(ThreadPoolExecutor(max_workers=64, thread_name_prefix="front"))
     cfg = app.config
+    app.parsers.allow_inline()  # small mail parsed on this loop first
     await asyncio.to_thread(app.parsers.start)
     replay_parses(app.ingestor)  # prepare() parses on the loop, then prepare meets that parse
     if app.ingestor.verifier is not None:
