@@ -5,8 +5,9 @@ the GIL going back and forth between the loop and eight threads each waiting on 
 worker): 150-350 us per 5 KB mail, a fifth of the front. So for a mail of INLINE_RAW_BYTES or
 less (no blob to write for it) the parse is awaited on the loop (ParseWorkers.parse_async,
 which in a front parses such a mail on the loop itself first, within a CPU budget: see
-adapters/parsing.py), then prepare runs right there, its parse answered by `ReplayedParse` with that outcome. What
-can wait in prepare goes to a thread as before: a mail with attachments (they are written to
+adapters/parsing.py), then prepare runs right there, its parse answered by `ReplayedParse`
+with that outcome. What can wait in prepare goes to a thread as before: a mail with
+attachments (they are written to
 the blob store) and a sender check that needs a DNS answer the cache does not hold (tried
 first within the verifier's cache_only(), which raises WouldWait before any query is sent
 and keeps nothing; a verifier without one is always run in a thread). Bigger mails are
