@@ -14,9 +14,9 @@ The bare aiosmtpd server gives the ceiling (the ratio's denominator). It is meas
 before the SQLite run and again right after it, and the ratio is taken against the mean of the
 two: the speed of a shared (virtual) machine drifts by ±20 % from one minute to the next, and one
 ceiling measured a minute before the run it divides made the ratio swing with that drift
-(bench/README.md). The script exits 1 when a
-message was refused, a ticket or an outbound mail is missing or doubled, or the outbox did not
-drain: a fast figure that lost mail is never printed as a success.
+(bench/README.md). The script exits 1 when a message was refused, a ticket or an outbound mail
+is missing or doubled, or the outbox did not drain: a fast figure that lost mail is never
+printed as a success.
 """
 
 from __future__ import annotations
