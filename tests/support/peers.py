@@ -26,34 +26,24 @@ from aiosmtpd.smtp import SMTP
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _ephemeral_floor() -> int:
-    """The lowest port the kernel gives outgoing connections (Linux: 32768 by default)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-_EPHEMERAL_FLOOR = _ephemeral_floor()
-_PORTS = random.Random()  # (seeded by the OS: each xdist worker draws its own numbers)
-
-
 def free_port() -> int:
     """A port nothing listens on, for a server a test starts a moment later. Drawn below the
     kernel's ephemeral range: a port from that range (bind to 0) could meanwhile become the
-    local end of any outgoing connection on the machine, and the server's bind then fails
-    (seen: the other xdist worker's SMTP clients took the Postfix map's port)."""
-    for _ in range(200) if _EPHEMERAL_FLOOR > 12000 else ():
-        port = _PORTS.randrange(10000, _EPHEMERAL_FLOOR)
-        with socket.socket() as s:
+    local end of any outgoing connection on the machine (the tests make many), and the
+    server's bind then fails; below it, only another listener could take it (seen: the other
+    xdist worker's SMTP clients took test_postfix's socketmap port)."""
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
+    rng = random.Random()  # (seeded by the OS: each xdist worker draws its own numbers)
+    for _ in range(100):
+        port = rng.randrange(min(20000, low - 1000), low)
+        with socket.socket() as probe:
             try:
-                s.bind(("127.0.0.1", port))
+                probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 @dataclass
