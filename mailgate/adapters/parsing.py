@@ -328,7 +328,6 @@ class ParseWorkers:
         self.inline_budget = 0.0
         self.allow_inline(inline_budget)
         self._inline_paused_until = 0.0
-        self.parsed_inline = 0  # mails parse_async parsed on its loop (for tests and curiosity)
         self._ctx: Any = None
         self._idle: queue.Queue[_Worker | None] | None = None
         self._slots: asyncio.Semaphore | None = None  # parse_async's turns: one per worker
@@ -478,8 +477,6 @@ class ParseWorkers:
         if mail is None:
             self._inline_paused_until = time.monotonic() + INLINE_PAUSE
             logs.info("parse.over_budget", seconds=self.inline_budget, size=len(raw))
-        else:
-            self.parsed_inline += 1
         return mail
 
     def _parse_small(self, raw: bytes) -> InboundMail:
