@@ -559,6 +559,12 @@ def log_problems(log: Path) -> dict[str, int]:
     return counts
 
 
+def harness_cpu_seconds(sink: Sink) -> float:
+    """CPU seconds of this process (all its threads) and of the SMTP sink, so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime + sink.cpu_seconds()
+
+
 def start_profiler(
     folder: str | None, mode: str, python: str, pid: int, label: str
 ) -> subprocess.Popen[bytes] | None:
@@ -619,6 +625,9 @@ class Outflow:
     backlog: int  # outbox rows not sent when the last 250 came back
     last_arrival: float | None  # time.time() the last owed mail reached the sink (None: never)
     cpu_drained: float  # server tree CPU seconds from the first message until drained
+    # The same window's CPU seconds of the harness: this process (the SMTP client, following
+    # the sink's file) and the sink. With mailgate's, what one message costs the machine.
+    harness_cpu: float = 0.0
 
     @property
     def sustained(self) -> float:
@@ -822,7 +831,7 @@ def run_mailgate(
             wait_log(server, "event=cli_warm.ready", 120)
             for rate in (0.0, args.rate):
                 scenario = f"{base}{'rate' if rate else 'tp'}"
-                cpu0 = tree_cpu_seconds(server.pid)
+                cpu0, harness0 = tree_cpu_seconds(server.pid), harness_cpu_seconds(sink)
                 result = asyncio.run(measure(server, scenario, args, rate))
                 results.append(result)
                 sink.tail.poll()  # what the sink holds now arrived during the load
@@ -837,7 +846,8 @@ def run_mailgate(
                 )
                 last = wait_sink(sink, scenario, owed, args.drain_timeout, server)
                 cpu = tree_cpu_seconds(server.pid) - cpu0
-                run.flows.append(Outflow(result, owed, at_end, backlog, last, cpu))
+                harness = harness_cpu_seconds(sink) - harness0
+                run.flows.append(Outflow(result, owed, at_end, backlog, last, cpu, harness))
                 flow = run.flows[-1]
                 progress(
                     f"{server.name} {what}: "
@@ -945,6 +955,7 @@ def report_targets(
                 f"  ratio sustained / bare ({bare_text}): {ratio:.2f}  "
                 f"target >= {GOAL_RATIO}: {verdict(ratio >= GOAL_RATIO)}"
             )
+            print(f"  {cpu_ceiling(flat, bare_rate)}")
         if paced is not None:
             r = paced.result
             p99 = r.pct(99)
@@ -968,6 +979,25 @@ def report_targets(
                 f"outbound draining during the load (>= {100 * DRAINING_SHARE:.0f}% of its "
                 f"mails at the sink when it ended): {verdict(draining)}"
             )
+
+
+def cpu_ceiling(flow: Outflow, bare_rate: float) -> str:
+    """What the CPU a message allows: mailgate, the client and the sink share the machine's
+    cores, so at full use of all of them the run could at most reach cores / (CPU seconds a
+    message). Below the goal ratio, only less CPU a message can pass; above it, the rest is
+    how much of the machine the run kept busy (the pipeline's waits, other work, steal)."""
+    ok = flow.result.ok
+    if not ok or flow.last_arrival is None:
+        return "CPU ceiling: - (not drained)"
+    ours, theirs = 1000 * flow.cpu_drained / ok, 1000 * flow.harness_cpu / ok
+    cores = len(os.sched_getaffinity(0))
+    most = 1000 * cores / (ours + theirs)
+    ratio = f", a ratio of {most / bare_rate:.2f}" if bare_rate else ""
+    return (
+        f"CPU a message: mailgate {ours:.2f} ms + bench client and sink {theirs:.2f} ms; "
+        f"{cores} CPUs fully used would allow {most:.0f} msg/s{ratio}; the run reached "
+        f"{100 * flow.sustained / most:.0f}% of that"
+    )
 
 
 def _terminate(signum: int, frame: object) -> None:
