@@ -47,11 +47,15 @@ def localized(value: Localized, locale: str, fallback: str) -> str:
 
 
 DEFAULT_CONFIG = "config/mailgate.toml"
+# Each class below has a docstring: for one without, dataclass() builds one with
+# inspect.signature at import, which every `mailgate` process (a `deliver` a mail) pays.
 ADDR_RE = re.compile(r"^[^@\s<>\"()\[\],;:\\]+@[A-Za-z0-9.-]+$")
 
 
 @dataclass(frozen=True)
 class MailgateSection:
+    """[mailgate]: our name, where data lives, the secret, default locale and time zone."""
+
     hostname: str = "localhost"
     data_dir: Path = Path("var")
     secret_key: str = ""
@@ -63,11 +67,15 @@ class MailgateSection:
 
 @dataclass(frozen=True)
 class DatabaseSection:
+    """[database]: the SQLAlchemy URL (MAILGATE_DATABASE_URL overrides it)."""
+
     url: str = ""
 
 
 @dataclass(frozen=True)
 class InboundSection:
+    """[inbound]: the SMTP/LMTP listeners and the limits on what they take."""
+
     smtp_listen: str = "127.0.0.1:2525"
     lmtp_listen: str = ""
     max_message_bytes: int = 41943040
@@ -86,6 +94,8 @@ class InboundSection:
 
 @dataclass(frozen=True)
 class AddressesSection:
+    """[addresses]: the support address and the category addresses."""
+
     support: str = "support@example.com"
     categories: dict[str, str] = field(default_factory=dict)
 
@@ -116,6 +126,8 @@ class OAuthKeys:
 
 @dataclass(frozen=True)
 class OutboundSection(OAuthKeys):
+    """[outbound]: how mail leaves (transport, smarthost auth) and its caps."""
+
     auth: str = "none"  # or "oauth2": AUTH XOAUTH2 at the smarthost (then username is required)
     username: str = ""
     transport: str = "maildir:var/sent"
@@ -135,6 +147,8 @@ class OutboundSection(OAuthKeys):
 
 @dataclass(frozen=True)
 class PortalSection:
+    """[portal]: the web portal's address and the request form's fields."""
+
     listen: str = "127.0.0.1:8025"
     base_url: str = "http://127.0.0.1:8025"
     customer_id_label: Localized = field(
@@ -156,17 +170,23 @@ class PortalSection:
 
 @dataclass(frozen=True)
 class TicketsSection:
+    """[tickets]: when pending tickets are solved and solved ones closed."""
+
     auto_resolve_after_days: int = 7
     close_after_days: int = 28
 
 
 @dataclass(frozen=True)
 class HelpCentreSection:
+    """[helpcentre]: articles offered in the confirmation mail."""
+
     suggest_in_confirmation: int = 3  # articles listed in the confirmation mail (0: none)
 
 
 @dataclass(frozen=True)
 class SecuritySection:
+    """[security]: sender authentication and verification mail held back."""
+
     authserv_id: str = ""
     require_dmarc_for_threading: bool = False
     verify_sender: str = "auto"  # "auto": SPF/DKIM/DMARC ourselves when no authserv_id; "off"
@@ -179,6 +199,8 @@ class SecuritySection:
 
 @dataclass(frozen=True)
 class MetricsSection:
+    """[metrics]: the Prometheus listener ("" = off)."""
+
     listen: str = ""
 
 
@@ -194,12 +216,16 @@ class InstanceSection:
 
 @dataclass(frozen=True)
 class BlobsSection:
+    """[blobs]: where raw mail and attachments are kept."""
+
     # "file:PATH" (default: data_dir/blobs) or "s3://BUCKET/PREFIX?endpoint=http://HOST:PORT"
     url: str = ""
 
 
 @dataclass(frozen=True)
 class ImapMailbox(OAuthKeys):
+    """One `[[imap.mailboxes]]` entry: a mailbox polled for mail to support."""
+
     name: str = ""  # `mailgate oauth authorize NAME`; defaults to the username
     auth: str = "password"  # or "oauth2"
     host: str = ""
@@ -217,6 +243,8 @@ class ImapMailbox(OAuthKeys):
 
 @dataclass(frozen=True)
 class ImapSection:
+    """The `[[imap.mailboxes]]` polled (none by default)."""
+
     mailboxes: list[ImapMailbox] = field(default_factory=list)
 
 
@@ -242,12 +270,16 @@ class OidcProvider:
 
 @dataclass(frozen=True)
 class AuthSection:
+    """[auth]: how agents may sign in, and the `[[auth.oidc]]` providers."""
+
     agents_password: bool = True  # false: agents sign in through a provider only
     oidc: list[OidcProvider] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Config:
+    """The whole configuration, validated (`load`)."""
+
     path: Path
     mailgate: MailgateSection
     database: DatabaseSection
