@@ -22,8 +22,8 @@ from sqlmodel import select
 from mailgate.store.db import Database
 from mailgate.store.models import Ticket
 from tests.conftest import make_mail
-from tests.support.mailflow import ROOT, counts, mail_bytes, outbox_rows
-from tests.support.peers import Mailgate
+from tests.support.mailflow import counts, mail_bytes, outbox_rows
+from tests.support.peers import ROOT, Mailgate
 
 EX_OK, EX_DATAERR, EX_TEMPFAIL = 0, 65, 75
 RECORD_MODULES = """

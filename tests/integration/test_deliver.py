@@ -19,7 +19,6 @@ from mailgate.store.models import Quarantine, Ticket
 from mailgate.store.schema_version import head_revision
 from tests.conftest import make_mail
 from tests.support.mailflow import (
-    ROOT,
     blob_store_broken,
     counts,
     data_dir_of,
@@ -29,7 +28,7 @@ from tests.support.mailflow import (
     run_cli,
     sha256,
 )
-from tests.support.peers import free_port
+from tests.support.peers import ROOT, free_port
 
 pytestmark = pytest.mark.postgres  # the database engine matters here: run on both
 

@@ -15,7 +15,6 @@ import os
 import re
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ from mailgate.errors import Rejected
 from mailgate.services.ingest import Delivery, Envelope
 from tests.conftest import DB_KINDS, _pg_database, _pg_drop
 from tests.support.conversation import Desk, addr, msgid
-from tests.support.peers import ROOT, Received, write_config
+from tests.support.peers import Received, run_cli, write_config
 
 SUPPORT = "support@example.com"
 # write_config wants a smarthost port; the App is built with MemoryTransport, so nothing ever
@@ -81,27 +80,6 @@ def wire_bytes(msg: EmailMessage | bytes) -> bytes:
         raw = msg
     raw = re.sub(rb"(?:\r\n|\n|\r(?!\n))", b"\r\n", raw)
     return raw if raw.endswith(b"\r\n") else raw + b"\r\n"
-
-
-def run_cli(
-    config_path: Path,
-    *args: str,
-    check: bool = True,
-    stdin: bytes | None = None,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[bytes]:
-    """The real `mailgate` command against a config (as peers.Mailgate.cli, without serve)."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("MAILGATE_DATABASE_URL", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "mailgate", "--config", str(config_path), *args],
-        input=stdin, capture_output=True, env=full_env, timeout=60, cwd=ROOT,
-    )  # fmt: skip
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"mailgate {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}"
-        )
-    return proc
 
 
 class InProcess:

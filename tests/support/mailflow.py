@@ -12,7 +12,6 @@ import smtplib
 import socket
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from mailgate.store.models import (
     Receipt,
     Ticket,
 )
-from tests.support.peers import ROOT
+from tests.support import peers
 
 TABLES = {
     "ticket": Ticket,
@@ -287,16 +286,8 @@ def blob_store_broken(data_dir: Path) -> Iterator[None]:
 def run_cli(
     config_path: Path, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    full_env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "mailgate", "--config", str(config_path), *args],
-        input=stdin,
-        capture_output=True,
-        env=full_env,
-        timeout=60,
-        cwd=ROOT,
-    )
+    """peers.run_cli, its exit status left to the caller to check."""
+    return peers.run_cli(config_path, *args, check=False, stdin=stdin, env=env)
 
 
 def data_dir_of(config_path: Path) -> Path:

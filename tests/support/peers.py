@@ -224,16 +224,30 @@ class Mailgate:
     def cli(self, *args: str, check: bool = True, stdin: bytes | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run the real `mailgate` command against this instance's config."""
-        full_env = {**os.environ, **(env or {})}
-        full_env.pop("MAILGATE_DATABASE_URL", None)
-        proc = subprocess.run(
-            [sys.executable, "-m", "mailgate", "--config", str(self.config_path), *args],
-            input=stdin, capture_output=True, env=full_env, timeout=60, cwd=ROOT,
+        return run_cli(self.config_path, *args, check=check, stdin=stdin, env=env)
+
+
+def run_cli(
+    config_path: Path,
+    *args: str,
+    check: bool = True,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """The real `mailgate` command, in a process of its own, against a config: its database
+    is the config's unless `env` names another (MAILGATE_DATABASE_URL is not inherited).
+    `check`: a non-zero exit fails the test, with the command's standard error."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailgate", "--config", str(config_path), *args],
+        input=stdin, capture_output=True, env=full_env, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"mailgate {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}"
         )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"mailgate {' '.join(args)} exited {proc.returncode}: "
-                                 f"{proc.stderr.decode()}")
-        return proc
+    return proc
 
 
 def launch_serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
