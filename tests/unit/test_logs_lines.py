@@ -2,7 +2,9 @@
 regex and the JSON string encoder, records made without logging's stack walk): every value is
 quoted as `json.dumps(str(value), ensure_ascii=False)` when it is empty or holds a space, a
 double quote, "=", CR, LF or tab, and given as str(value) otherwise; the JSON format is
-json.dumps(..., ensure_ascii=False, default=str). A record names the code that logged."""
+json.dumps(..., ensure_ascii=False, default=str). A record names the code that logged. Each
+line is checked both ways it can be written: directly by setup()'s handler when it is the
+logger's only one (serve), and through a LogRecord when another handler is there."""
 
 from __future__ import annotations
 
@@ -39,12 +41,33 @@ def _reference_quote(value: Any) -> str:
 
 
 @pytest.fixture
-def captured(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
-    logs.setup(getattr(request, "param", "kv"))
+def log_format() -> str:
+    return "kv"
+
+
+def _setup_alone(log_format: str, monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """logs.setup(), its handler writing to a string and the logger's only handler, as in
+    serve (pytest attaches its capture handlers to a logger that does not propagate: taken
+    off here)."""
+    logs.setup(log_format)
+    ours = logging.getLogger("mailgate")
+    (handler,) = [h for h in ours.handlers if h is logs._direct]
     stream = io.StringIO()
-    for handler in logging.getLogger("mailgate").handlers:
-        assert isinstance(handler, logging.StreamHandler)
-        handler.setStream(stream)
+    handler.setStream(stream)
+    monkeypatch.setattr(ours, "handlers", [handler])
+    return stream
+
+
+@pytest.fixture(params=["direct", "record"])
+def captured(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, log_format: str
+) -> Iterator[io.StringIO]:
+    """Two ways: "direct", setup()'s handler alone, lines written without a LogRecord;
+    "record", another handler beside it, so every line goes through a LogRecord and the
+    formatter's format()."""
+    stream = _setup_alone(log_format, monkeypatch)
+    if request.param == "record":
+        logging.getLogger("mailgate").addHandler(_Records())
     yield stream
     logs.setup()
 
@@ -64,7 +87,7 @@ def test_key_value_lines_are_as_before(captured: io.StringIO) -> None:
     assert captured.getvalue().split("\n") == [expected, "level=warning event=test.empty", ""]
 
 
-@pytest.mark.parametrize("captured", ["json"], indirect=True)
+@pytest.mark.parametrize("log_format", ["json"])
 def test_json_lines_are_as_before(captured: io.StringIO) -> None:
     fields = {f"f{i}": v for i, v in enumerate(VALUES)}
     logs.error("test.line", **fields)
@@ -105,4 +128,38 @@ def test_a_record_names_the_code_that_logged() -> None:
     assert found == [
         (__file__, lines[0], "test_a_record_names_the_code_that_logged", {"n": 1}),
         (__file__, lines[1], "test_a_record_names_the_code_that_logged", {"n": 2}),
+    ]
+
+
+def test_the_setup_handler_alone_gets_its_line_without_a_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _setup_alone("kv", monkeypatch)
+    made: list[str] = []
+    real = logging.Logger.makeRecord
+
+    def counting(self: logging.Logger, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        made.append(args[4])  # the event name
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", counting)
+    try:
+        logs.info("test.direct", n=1)
+        assert made == []  # written directly (the tests above check it is the same text)
+        ours, kept = logging.getLogger("mailgate"), _Records()
+        ours.addHandler(kept)  # another handler: it gets a record, the line is still written
+        logs.info("test.both", n=2)
+        ours.removeHandler(kept)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logs.error("test.traceback", exc_info=True)  # a traceback: through a record too
+    finally:
+        logs.setup()
+    assert made == ["test.both", "test.traceback"]
+    assert [getattr(r, "fields", None) for r in kept.records] == [{"n": 2}]
+    assert stream.getvalue().splitlines()[:3] == [
+        "level=info event=test.direct n=1",
+        "level=info event=test.both n=2",
+        "level=error event=test.traceback",
     ]
