@@ -5,14 +5,18 @@ on sleeps."""
 from __future__ import annotations
 
 import asyncio
+import atexit
+import base64
 import email
 import email.policy
 import os
 import random
+import shutil
 import smtplib
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -236,18 +240,91 @@ def run_cli(
 ) -> subprocess.CompletedProcess[bytes]:
     """The real `mailgate` command, in a process of its own, against a config: its database
     is the config's unless `env` names another (MAILGATE_DATABASE_URL is not inherited).
-    `check`: a non-zero exit fails the test, with the command's standard error."""
+    `check`: a non-zero exit fails the test, with the command's standard error.
+
+    The process is forked from tests/support/cli_zygote.py, which has the imports done;
+    MAILGATE_TEST_CLI_FRESH=1 starts a new interpreter for each command instead."""
     full_env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
     full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-m", "mailgate", "--config", str(config_path), *args],
-        input=stdin, capture_output=True, env=full_env, timeout=60, cwd=ROOT,
-    )  # fmt: skip
+    argv = ["--config", str(config_path), *args]
+    if os.environ.get("MAILGATE_TEST_CLI_FRESH") == "1":
+        proc = subprocess.run(
+            [sys.executable, "-m", "mailgate", *argv],
+            input=stdin, capture_output=True, env=full_env, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+    else:
+        proc = _zygote().run(argv, full_env, stdin or b"", timeout=60)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"mailgate {' '.join(args)} exited {proc.returncode}: {proc.stderr.decode()}"
         )
     return proc
+
+
+class _Zygote:
+    """tests/support/cli_zygote.py for this test process, stopped when it exits."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.mkdtemp(prefix="mailgate-zygote-")
+        self.path = os.path.join(self.folder, "socket")
+        env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.cli_zygote", self.path],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline()  # once it listens (or b"" if it died)
+        self.proc.stdout.close()
+        if ready.strip() != b"ready":
+            self.proc.wait(10)
+            raise RuntimeError(f"the CLI zygote did not start (exit {self.proc.returncode})")
+        atexit.register(self.stop)
+
+    def run(
+        self, argv: list[str], env: dict[str, str], stdin: bytes, timeout: float
+    ) -> subprocess.CompletedProcess[bytes]:
+        from tests.support import cli_zygote
+
+        request = {
+            "argv": argv,
+            "env": env,
+            "cwd": str(ROOT),
+            "stdin": base64.b64encode(stdin).decode(),
+        }
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+            try:
+                cli_zygote.send(sock, request)
+                answer = cli_zygote.receive(sock)
+            except TimeoutError as exc:
+                raise subprocess.TimeoutExpired(["mailgate", *argv], timeout) from exc
+        return subprocess.CompletedProcess(
+            [sys.executable, "-m", "mailgate", *argv],
+            answer["returncode"],
+            base64.b64decode(answer["stdout"]),
+            base64.b64decode(answer["stderr"]),
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_zygotes: dict[int, _Zygote] = {}
+
+
+def _zygote() -> _Zygote:
+    """This process's zygote (a fork of a test process gets its own), started if need be."""
+    found = _zygotes.get(os.getpid())
+    if found is None or not found.alive():
+        found = _zygotes[os.getpid()] = _Zygote()
+    return found
 
 
 def launch_serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
