@@ -11,8 +11,8 @@ its own, from `mailgate/__main__.py`, and nothing it does outlives it.
 
 Protocol on a unix socket, one connection per command: a 4-byte length and a JSON request
 {"argv", "env", "cwd", "stdin" (base64)}; the answer the same way {"returncode", "stdout",
-"stderr"} (base64). Started as `python -m tests.support.cli_zygote SOCKET`; prints "ready"
-once it listens.
+"stderr"} (base64). Started as `python -m tests.support.cli_zygote SOCKET`, its standard input
+a pipe from the test process (it exits when that closes); prints "ready" once it listens.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import base64
 import json
 import os
 import runpy
+import selectors
 import signal
 import socket
 import struct
@@ -127,12 +128,23 @@ def main(path: str) -> None:
     quiet = os.open(os.devnull, os.O_WRONLY)  # nothing more for the caller's pipe
     os.dup2(quiet, 1)
     os.close(quiet)
+    # Standard input is a pipe whose other end only the test process holds: at its end (the
+    # test process exited, or was killed), this process ends too.
+    watch = selectors.DefaultSelector()
+    watch.register(listener, selectors.EVENT_READ)
+    watch.register(0, selectors.EVENT_READ)
     while True:
-        conn, _ = listener.accept()
-        if os.fork() == 0:
-            listener.close()
-            _runner(conn)
-        conn.close()
+        for key, _ in watch.select():
+            if key.fileobj == 0:
+                if not os.read(0, 1):
+                    listener.close()
+                    os._exit(0)
+                continue
+            conn, _ = listener.accept()
+            if os.fork() == 0:
+                listener.close()
+                _runner(conn)
+            conn.close()
         try:
             while os.waitpid(-1, os.WNOHANG)[0]:  # runners that have answered
                 pass

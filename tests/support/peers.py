@@ -268,9 +268,11 @@ class _Zygote:
         self.folder = tempfile.mkdtemp(prefix="mailgate-zygote-")
         self.path = os.path.join(self.folder, "socket")
         env = {k: v for k, v in os.environ.items() if k != "MAILGATE_DATABASE_URL"}
+        # Its standard input is held open here and never written: it exits once this process
+        # has gone, however it went.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.cli_zygote", self.path],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )  # fmt: skip
         assert self.proc.stdout is not None
         ready = self.proc.stdout.readline()  # once it listens (or b"" if it died)
@@ -310,6 +312,8 @@ class _Zygote:
         return self.proc.poll() is None
 
     def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # its signal to exit
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
