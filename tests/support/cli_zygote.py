@@ -9,48 +9,26 @@ The runner waits for it and answers with its exit status (negative: the signal t
 it, as subprocess reports) and both outputs. A command therefore still runs in a process of
 its own, from `mailgate/__main__.py`, and nothing it does outlives it.
 
-Protocol on a unix socket, one connection per command: a 4-byte length and a JSON request
-{"argv", "env", "cwd", "stdin" (base64)}; the answer the same way {"returncode", "stdout",
-"stderr"} (base64). Started as `python -m tests.support.cli_zygote SOCKET`, its standard input
+Protocol on a unix socket, one connection per command, in mailgate.frames (what serve and its
+children speak): the request {"argv", "env", "cwd", "stdin"}, the answer {"returncode",
+"stdout", "stderr"}. Started as `python -m tests.support.cli_zygote SOCKET`, its standard input
 a pipe from the test process (it exits when that closes); prints "ready" once it listens.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import runpy
 import selectors
 import signal
 import socket
-import struct
 import sys
 import tempfile
 import time
 import traceback
 from typing import Any
 
-_LENGTH = struct.Struct("!I")
-
-
-def send(sock: socket.socket, value: dict[str, Any]) -> None:
-    data = json.dumps(value).encode()
-    sock.sendall(_LENGTH.pack(len(data)) + data)
-
-
-def receive(sock: socket.socket) -> dict[str, Any]:
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise EOFError("the other end closed the socket")
-            data += chunk
-        return data
-
-    (length,) = _LENGTH.unpack(exactly(_LENGTH.size))
-    return json.loads(exactly(length))
+from mailgate import frames
 
 
 def _command(request: dict[str, Any], folder: str) -> None:
@@ -93,10 +71,10 @@ def _command(request: dict[str, Any], folder: str) -> None:
 def _runner(conn: socket.socket) -> None:
     """In a runner: read the request, run the command in a child, answer; never returns."""
     try:
-        request = receive(conn)
+        request = frames.receive(conn)
         with tempfile.TemporaryDirectory(prefix="mailgate-cli-") as folder:
             with open(os.path.join(folder, "in"), "wb") as stdin:
-                stdin.write(base64.b64decode(request["stdin"]))
+                stdin.write(request["stdin"])
             for name in ("out", "err"):
                 open(os.path.join(folder, name), "wb").close()
             pid = os.fork()
@@ -108,8 +86,8 @@ def _runner(conn: socket.socket) -> None:
             answer = {"returncode": returncode}
             for name, key in (("out", "stdout"), ("err", "stderr")):
                 with open(os.path.join(folder, name), "rb") as f:
-                    answer[key] = base64.b64encode(f.read()).decode()
-        send(conn, answer)
+                    answer[key] = f.read()
+        frames.send(conn, answer)
     finally:
         os._exit(0)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import base64
 import email
 import email.policy
 import os
@@ -285,27 +284,27 @@ class _Zygote:
     def run(
         self, argv: list[str], env: dict[str, str], stdin: bytes, timeout: float
     ) -> subprocess.CompletedProcess[bytes]:
-        from tests.support import cli_zygote
+        from mailgate import frames
 
         request = {
             "argv": argv,
             "env": env,
             "cwd": str(ROOT),
-            "stdin": base64.b64encode(stdin).decode(),
+            "stdin": stdin,
         }
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(self.path)
             try:
-                cli_zygote.send(sock, request)
-                answer = cli_zygote.receive(sock)
+                frames.send(sock, request)
+                answer = frames.receive(sock)
             except TimeoutError as exc:
                 raise subprocess.TimeoutExpired(["mailgate", *argv], timeout) from exc
         return subprocess.CompletedProcess(
             [sys.executable, "-m", "mailgate", *argv],
             answer["returncode"],
-            base64.b64decode(answer["stdout"]),
-            base64.b64decode(answer["stderr"]),
+            answer["stdout"],
+            answer["stderr"],
         )
 
     def alive(self) -> bool:
