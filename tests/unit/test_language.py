@@ -117,3 +117,49 @@ def test_a_choice_is_only_replaced_by_another_choice() -> None:
     assert remembered("en", "chosen", "fr", Source.DETECTED) == ("en", Source.CHOSEN)
     assert remembered("en", "chosen", "fr", Source.CHOSEN) == ("fr", Source.CHOSEN)
     assert remembered("en", "bogus", "fr", Source.DETECTED) == ("fr", Source.DETECTED)
+
+
+class _Reading:
+    """The real detector, recording how many characters each call reads."""
+
+    def __init__(self, detector: object) -> None:
+        self.detector = detector
+        self.lengths: list[int] = []
+
+    def compute_language_confidence_values(self, text: str) -> list[object]:
+        self.lengths.append(len(text))
+        return self.detector.compute_language_confidence_values(text)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def reading(monkeypatch: pytest.MonkeyPatch) -> _Reading:
+    from mailgate.core import language_detect
+
+    recorder = _Reading(language_detect._detector(LOCALES))
+    monkeypatch.setattr(language_detect, "_detector", lambda _locales: recorder)
+    return recorder
+
+
+def test_a_clear_beginning_is_the_answer_without_reading_the_rest(reading: _Reading) -> None:
+    from mailgate.core.language_detect import QUICK_CHARS
+
+    text = sample(FRENCH + "\n" + FRENCH)
+    assert len(text) > QUICK_CHARS
+    assert detect_language(text, LOCALES) == "fr"
+    assert reading.lengths == [QUICK_CHARS]
+
+
+def test_an_unsure_beginning_reads_the_whole_sample(reading: _Reading) -> None:
+    from mailgate.core.language_detect import QUICK_CHARS
+
+    # Names first (no language to see in them), the French sentence only after them.
+    names = "Marie Dupont, Robert Smith, Paris, London, Lyon, Oxford. " * 2
+    text = sample(names + "Je n'arrive plus à me connecter à mon compte, pouvez-vous m'aider ?")
+    assert len(text) > QUICK_CHARS
+    assert detect_language(text, LOCALES) == "fr"
+    assert reading.lengths == [QUICK_CHARS, len(text)]
+
+
+def test_a_short_text_is_read_once(reading: _Reading) -> None:
+    assert detect_language(ENGLISH[:100], LOCALES) == "en"
+    assert reading.lengths == [100]
