@@ -226,7 +226,13 @@ def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path):
             conn = session.connection()
             pragma = {
                 name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+                for name in (
+                    "journal_mode",
+                    "synchronous",
+                    "busy_timeout",
+                    "foreign_keys",
+                    "temp_store",
+                )
             }
     finally:
         db.dispose()
@@ -234,6 +240,26 @@ def test_sqlite_runs_in_wal_mode_with_synchronous_full(tmp_path: Path):
     assert pragma["synchronous"] == 2  # FULL
     assert pragma["busy_timeout"] > 0
     assert pragma["foreign_keys"] == 1
+    assert pragma["temp_store"] == 2  # MEMORY: a batch's savepoints write no temporary file
+
+
+def test_the_writer_gets_the_same_connection_batch_after_batch(database_url: str):
+    """Its page cache (SQLite) and prepared statements (PostgreSQL) stay warm: the pool hands
+    out the connection used last, even once it holds several."""
+    db = Database(database_url)
+    try:
+        db.upgrade()
+        engine = db.write_engine
+        with engine.connect() as first, engine.connect() as second, engine.connect() as third:
+            held = {id(c.connection.dbapi_connection) for c in (first, second, third)}
+        assert len(held) == 3  # the pool now keeps three connections
+        used = []
+        for _ in range(4):
+            with db.write() as session:
+                used.append(id(session.connection().connection.dbapi_connection))
+    finally:
+        db.dispose()
+    assert len(set(used)) == 1, used
 
 
 def test_db_upgrade_creates_the_schema_and_is_idempotent(config_path: Path, database_url: str):
