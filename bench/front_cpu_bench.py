@@ -71,22 +71,24 @@ def descendants(table: dict[int, tuple[int, float, str, float]], pid: int) -> se
 
 def cpu_by_role(serve_pid: int) -> dict[str, float]:
     """CPU seconds so far: serve alone, the SMTP front alone, the front's descendants (and
-    the system part of the last two: syscalls, wake-ups), and serve's sender process."""
+    the system part of each: syscalls, wake-ups), and serve's sender process."""
     table = processes()
     fronts = [
         p for p, (pp, _c, cmd, _s) in table.items() if pp == serve_pid and "smtp.front" in cmd
     ]
     below = set().union(*(descendants(table, f) for f in fronts)) if fronts else set()
+    senders = [
+        p for p, (pp, _c, cmd, _s) in table.items() if pp == serve_pid and "sender_process" in cmd
+    ]
     return {
         "front": sum(table[p][1] for p in fronts),
         "  its system": sum(table[p][3] for p in fronts),
         "parse workers": sum(table[p][1] for p in below if p in table),
         "  their system": sum(table[p][3] for p in below if p in table),
         "serve": table[serve_pid][1] if serve_pid in table else 0.0,
-        "sender": sum(
-            c for p, (pp, c, cmd, _s) in table.items()
-            if pp == serve_pid and "sender_process" in cmd
-        ),
+        "  serve's system": table[serve_pid][3] if serve_pid in table else 0.0,
+        "sender": sum(table[p][1] for p in senders),
+        "  sender's system": sum(table[p][3] for p in senders),
     }
 
 
