@@ -10,6 +10,7 @@ import pytest
 from mailgate.core.language import Source, best_evidence, remembered
 from mailgate.core.language_detect import (
     MIN_LETTERS,
+    QUICK_CHARS,
     detect_language,
     parse_detecting,
     sample,
@@ -141,8 +142,6 @@ def reading(monkeypatch: pytest.MonkeyPatch) -> _Reading:
 
 
 def test_a_clear_beginning_is_the_answer_without_reading_the_rest(reading: _Reading) -> None:
-    from mailgate.core.language_detect import QUICK_CHARS
-
     text = sample(FRENCH + "\n" + FRENCH)
     assert len(text) > QUICK_CHARS
     assert detect_language(text, LOCALES) == "fr"
@@ -150,8 +149,6 @@ def test_a_clear_beginning_is_the_answer_without_reading_the_rest(reading: _Read
 
 
 def test_an_unsure_beginning_reads_the_whole_sample(reading: _Reading) -> None:
-    from mailgate.core.language_detect import QUICK_CHARS
-
     # Names first (no language to see in them), the French sentence only after them.
     names = "Marie Dupont, Robert Smith, Paris, London, Lyon, Oxford. " * 2
     text = sample(names + "Je n'arrive plus à me connecter à mon compte, pouvez-vous m'aider ?")
