@@ -51,18 +51,20 @@ class KeyValueFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         name, fields = _event_and_fields(record)
-        if not record.exc_info:
-            return self.line(record.levelname.lower(), name, fields)
-        doc: dict[str, Any] = {"level": record.levelname.lower(), "event": name}
-        doc.update(fields)
-        doc["traceback"] = self.formatException(record.exc_info)
+        doc = self._doc(record.levelname.lower(), name, fields)
+        if record.exc_info:
+            doc["traceback"] = self.formatException(record.exc_info)
         return _JSON_LINE(doc)
 
+    @classmethod
+    def line(cls, level: str, name: str, fields: dict[str, Any]) -> str:
+        return _JSON_LINE(cls._doc(level, name, fields))
+
     @staticmethod
-    def line(level: str, name: str, fields: dict[str, Any]) -> str:
+    def _doc(level: str, name: str, fields: dict[str, Any]) -> dict[str, Any]:
         doc: dict[str, Any] = {"level": level, "event": name}
         doc.update(fields)
-        return _JSON_LINE(doc)
+        return doc
 
 
 _LEVELS = {n: logging.getLevelName(n).lower() for n in (10, 20, 30, 40, 50)}
