@@ -863,12 +863,22 @@ def _run_warm(argv: Sequence[str]) -> int | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line's exit status. A command line of our own process (argv None) may be
     run by serve's warm process; a list given here (tests, that process) runs here."""
-    if argv is None:
-        argv = sys.argv[1:]
-        code = _run_warm(argv)
-        if code is not None:
-            return code
-    argv = list(argv)
+    if argv is not None:
+        return _run(list(argv))
+    argv = sys.argv[1:]
+    code = _run_warm(argv)
+    if code is not None:
+        return code
+    from mailgate import gctune
+
+    gctune.for_command()
+    try:
+        return _run(argv)
+    finally:
+        gctune.before_exit()
+
+
+def _run(argv: list[str]) -> int:
     args = parser("deliver" if _command_word(argv) == "deliver" else None).parse_args(argv)
     # A command's output is its result; its log records only with --verbose. serve's log is
     # its output (journald).

@@ -33,3 +33,50 @@ def test_settle_freezes_what_was_built_and_spaces_young_collections() -> None:
     assert tuple(threshold1) == gctune.THRESHOLDS
     assert frozen1 > 5000  # the kept lists (and everything imported) are frozen
     assert found >= 1  # the cycle made after settle() was collected
+
+
+COMMAND = """
+import gc, json, sys
+from mailgate import cli
+sys.argv = ["mailgate", *json.loads(sys.argv[1])]
+try:
+    code = cli.main()
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps([code, gc.get_threshold(), gc.get_freeze_count()]))
+"""
+
+
+def _command(*argv: str, given: bool = False) -> tuple[int, tuple[int, ...], int]:
+    import json
+    import os
+
+    script = COMMAND.replace("cli.main()", "cli.main(sys.argv[1:])") if given else COMMAND
+    env = {**os.environ, "MAILGATE_IN_PROCESS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(list(argv))],
+        capture_output=True,
+        check=True,
+        text=True,
+        env=env,
+    )
+    code, threshold, frozen = json.loads(out.stdout.splitlines()[-1])
+    return code, tuple(threshold), frozen
+
+
+def test_a_command_process_spaces_collections_and_leaves_its_heap_to_exit() -> None:
+    """`mailgate …` in its own process: young collections spaced while it imports, and what
+    it holds frozen when it is done, so the interpreter's shutdown does not walk it."""
+    code, threshold, frozen = _command("--help")
+    assert code == 0
+    assert threshold == gctune.THRESHOLDS
+    assert frozen > 10_000  # argparse, mailgate.cli and the rest, out of the final walks
+
+
+def test_a_command_run_inside_another_process_leaves_its_collector_alone() -> None:
+    """main(argv) from a test or serve's warm process: that process goes on living, so its
+    collector is not retuned nor its heap frozen by a command it ran."""
+    code, threshold, frozen = _command("--help", given=True)
+    assert code == 0
+    assert threshold == (700, 10, 10)
+    assert frozen == 0
