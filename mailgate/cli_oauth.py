@@ -24,13 +24,14 @@ import secrets
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from mailgate import config as config_mod
 
 if TYPE_CHECKING:  # imported where used: every CLI call registers this command (issue 11)
+    from http.server import HTTPServer
+
     import httpx
 
     from mailgate.adapters.oauth_tokens import OAuthSettings
@@ -238,6 +239,7 @@ def _listen(redirect_uri: str, answers: queue.Queue[str]) -> HTTPServer | None:
     if url.scheme != "http" or url.hostname not in LOOPBACK:
         return None
     path = url.path or "/"
+    from http.server import BaseHTTPRequestHandler, HTTPServer
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # the URL holds the code
