@@ -5,6 +5,8 @@ for every test after this one."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -24,8 +26,6 @@ print(json.dumps([before, after, found]))
 
 
 def test_settle_freezes_what_was_built_and_spaces_young_collections() -> None:
-    import json
-
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, check=True, text=True)
     (threshold0, frozen0), (threshold1, frozen1), found = json.loads(out.stdout)
     assert tuple(threshold0) == (700, 10, 10)  # CPython's defaults before
@@ -48,9 +48,6 @@ print(json.dumps([code, gc.get_threshold(), gc.get_freeze_count()]))
 
 
 def _command(*argv: str, given: bool = False) -> tuple[int, tuple[int, ...], int]:
-    import json
-    import os
-
     script = COMMAND.replace("cli.main()", "cli.main(sys.argv[1:])") if given else COMMAND
     env = {**os.environ, "MAILGATE_IN_PROCESS": "1"}
     out = subprocess.run(
